@@ -54,6 +54,8 @@ IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
 _TOL = 1e-7
+# Power bounds below 1 W are noise; at HiGHS's feasibility tolerance they can mislead presolve.
+_MIN_KW = 1e-3
 
 
 class SolveStatus(StrEnum):
@@ -304,8 +306,15 @@ def solve_schedule(problem: ScheduleProblem, *, time_limit_s: float | None = Non
         h.setOptionValue("time_limit", float(time_limit_s))
     h.passModel(lp.to_highs())
     run_status = h.run()
-    t2 = time.perf_counter()
     model_status = h.getModelStatus()
+    if model_status == highspy.HighsModelStatus.kInfeasible:
+        # All-zero charging with full unmet energy is feasible by construction (bounds are
+        # clipped so that zero fits), so "infeasible" is a presolve tolerance artefact: re-check
+        # once without presolve before reporting it.
+        h.setOptionValue("presolve", "off")
+        run_status = h.run()
+        model_status = h.getModelStatus()
+    t2 = time.perf_counter()
     status = _STATUS.get(model_status.name, SolveStatus.ERROR)
     if run_status == highspy.HighsStatus.kError:
         status = SolveStatus.ERROR
@@ -328,6 +337,7 @@ def solve_schedule(problem: ScheduleProblem, *, time_limit_s: float | None = Non
 
 _STATUS = {
     "kOptimal": SolveStatus.OPTIMAL,
+    "kModelEmpty": SolveStatus.OPTIMAL,  # nothing to plan: the empty plan is optimal
     "kTimeLimit": SolveStatus.TIME_LIMIT,
     "kIterationLimit": SolveStatus.TIME_LIMIT,
     "kInfeasible": SolveStatus.INFEASIBLE,
@@ -489,9 +499,10 @@ def _define_power(lp: _Lp, data: _Data) -> None:
     cost = bias + np.where(direct, data.price_imp[k_site, data.k_t] * data.dt_h, 0.0)
     ub_c = np.minimum(s.p_max_kw, topo.p_max_kw[conn])[data.k_sess]
     needed = (data.target > 0) | data.v2g
-    ub_c = np.where(needed[data.k_sess], ub_c, 0.0)
+    ub_c = np.where(needed[data.k_sess] & (ub_c >= _MIN_KW), ub_c, 0.0)
     lp.blocks["c"] = lp.add_cols(cost, np.float64(0.0), ub_c)
     ub_d = np.minimum(s.p_discharge_max_kw, topo.p_discharge_max_kw[conn])[data.d_sess]
+    ub_d = np.where(ub_d >= _MIN_KW, ub_d, 0.0)
     cost_d = np.full(len(data.d_sess), p.degradation_per_kwh * data.dt_h)
     lp.blocks["d"] = lp.add_cols(cost_d, np.float64(0.0), ub_d)
     # Background energy of directly-priced sites is a constant of the objective.
