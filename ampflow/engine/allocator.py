@@ -135,7 +135,9 @@ def allocate(
     n_conn, n_rows = topology.n_connectors, topology.n_rows
     demand = _vector("demand_kw", demand_kw, n_conn)
     if np.any(demand < 0) or not np.all(np.isfinite(demand)):
-        raise ProblemError(_first_bad("demand_kw", demand, (demand < 0) | ~np.isfinite(demand), ">= 0"))
+        raise ProblemError(
+            _first_bad("demand_kw", demand, (demand < 0) | ~np.isfinite(demand), ">= 0")
+        )
     w = np.ones(n_conn) if weight is None else _vector("weight", weight, n_conn)
     if np.any(~(w > 0)) or not np.all(np.isfinite(w)):
         raise ProblemError(_first_bad("weight", w, ~(w > 0) | ~np.isfinite(w), "finite and > 0"))
@@ -154,12 +156,17 @@ def allocate(
     lower = np.where(wants, topology.p_min_kw, 0.0)
     upper = np.where(wants, np.clip(demand, topology.p_min_kw, topology.p_max_kw), 0.0)
     admitted = _admit(topology, lower, ub, wants, w, state.credit)
-    p_kw, iterations = _fill(topology, np.where(admitted, lower, 0.0),
-                             np.where(admitted, upper, 0.0), w, ub)  # fmt: skip
+    p_kw, iterations = _fill(
+        topology, np.where(admitted, lower, 0.0), np.where(admitted, upper, 0.0), w, ub
+    )
     shed = wants & ~admitted
     waiting = np.where(shed, state.waiting_ticks + 1, 0)
-    return Allocation(p_kw, shed, AllocatorState(waiting, _credit(topology, state.credit, wants,
-                                                                  admitted, w)), iterations)
+    return Allocation(
+        p_kw,
+        shed,
+        AllocatorState(waiting, _credit(topology, state.credit, wants, admitted, w)),
+        iterations,
+    )
 
 
 def _credit(
@@ -209,11 +216,11 @@ def _admit(
     # Re-admit dropped connectors that still fit, in rank order. Each row counts the minimums of
     # every better-ranked dropped connector, re-admitted or not, so the rule is conservative.
     slack = ub + tol - A @ (lower * cand)
-    sub = topology.A_csc[:, dropped].tocoo()
-    r, j = sub.coords
+    coo = topology.A_csc[:, dropped].tocoo()
+    r, j = coo.coords
     by = np.lexsort((rank[dropped[j]], r))
     r, j = r[by], j[by]
-    need = sub.data[by] * lower[dropped[j]]
+    need = coo.data[by] * lower[dropped[j]]
     cum = np.cumsum(need)
     starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
     before = np.repeat(cum[starts] - need[starts], np.diff(np.r_[starts, len(r)]))

@@ -120,8 +120,13 @@ class Sessions:
         ints = ("connector", "arrival_step", "departure_step")
         for name in ints:
             _set(self, name, _array(name, getattr(self, name), n, np.int64))
-        defaults = {"p_discharge_max_kw": 0.0, "soc_kwh": np.nan, "soc_min_kwh": np.nan,
-                    "soc_max_kwh": np.nan, "weight": 1.0}  # fmt: skip
+        defaults = {
+            "p_discharge_max_kw": 0.0,
+            "soc_kwh": np.nan,
+            "soc_min_kwh": np.nan,
+            "soc_max_kwh": np.nan,
+            "weight": 1.0,
+        }
         for name in ("e_target_kwh", "p_max_kw", *defaults):
             value = getattr(self, name)
             if name in defaults and np.size(value) == 0 and n > 0:
@@ -130,8 +135,12 @@ class Sessions:
         for name in ("e_target_kwh", "p_max_kw", "p_discharge_max_kw"):
             _require(name, getattr(self, name), lambda v: np.isfinite(v) & (v >= 0), ">= 0")
         _require("weight", self.weight, lambda v: np.isfinite(v) & (v > 0), "> 0")
-        _require("departure_step", self.departure_step, lambda v: v >= self.arrival_step,
-                 ">= arrival_step")  # fmt: skip
+        _require(
+            "departure_step",
+            self.departure_step,
+            lambda v: v >= self.arrival_step,
+            ">= arrival_step",
+        )
         ids = tuple(self.ids) if self.ids else tuple(f"session-{i}" for i in range(n))
         if len(ids) != n:
             raise ProblemError(f"ids: expected {n} ids, got {len(ids)}")
@@ -195,8 +204,12 @@ class ScheduleProblem:
             raise ProblemError(f"n_steps must be >= 1, got {self.n_steps}")
         if not self.dt_s > 0:
             raise ProblemError(f"dt_s must be > 0, got {self.dt_s}")
-        for name in ("demand_charge_per_kw", "degradation_per_kwh", "unmet_penalty_per_kwh",
-                     "early_bias_per_kwh"):  # fmt: skip
+        for name in (
+            "demand_charge_per_kw",
+            "degradation_per_kwh",
+            "unmet_penalty_per_kwh",
+            "early_bias_per_kwh",
+        ):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
                 raise ProblemError(f"{name} must be a finite number >= 0, got {v!r}")
@@ -300,7 +313,7 @@ def solve_schedule(problem: ScheduleProblem, *, time_limit_s: float | None = Non
     t0 = time.perf_counter()
     lp = _build(problem)
     t1 = time.perf_counter()
-    h = highspy.Highs()
+    h = highspy.Highs()  # type: ignore[no-untyped-call]
     h.setOptionValue("output_flag", False)
     if time_limit_s is not None:
         h.setOptionValue("time_limit", float(time_limit_s))
@@ -364,7 +377,9 @@ class _Lp:
     constant: float = 0.0
     blocks: dict[str, Any] = field(default_factory=dict)
 
-    def add_cols(self, cost: FloatArray, lower: FloatArray, upper: FloatArray) -> IntArray:
+    def add_cols(
+        self, cost: FloatArray, lower: FloatArray | float, upper: FloatArray | float
+    ) -> IntArray:
         idx = np.arange(self.n_cols, self.n_cols + len(cost), dtype=np.int64)
         self.col_cost.append(cost)
         self.col_lower.append(np.broadcast_to(lower, cost.shape).astype(np.float64))
@@ -466,14 +481,21 @@ class _Data:
         lb[topo.site_root_row] += bg
         shortfall = np.maximum(np.max(np.maximum(-ub, -lb), axis=1, initial=0.0), 0.0)
         ub, lb = np.maximum(ub, 0.0), np.maximum(lb, 0.0)
-        sunk = (np.zeros(n_sites) if p.sunk_peak_kw is None
-                else _array("sunk_peak_kw", p.sunk_peak_kw, n_sites, np.float64))  # fmt: skip
+        sunk = (
+            np.zeros(n_sites)
+            if p.sunk_peak_kw is None
+            else _array("sunk_peak_kw", p.sunk_peak_kw, n_sites, np.float64)
+        )
         a = np.clip(s.arrival_step, 0, T)
         d = np.clip(s.departure_step, a, T)
         n = d - a
         soc_known = np.isfinite(s.soc_kwh) & np.isfinite(s.soc_max_kwh)
-        v2g = ((s.p_discharge_max_kw > 0) & (topo.p_discharge_max_kw[s.connector] > 0)
-               & soc_known & (n > 0))  # fmt: skip
+        v2g = (
+            (s.p_discharge_max_kw > 0)
+            & (topo.p_discharge_max_kw[s.connector] > 0)
+            & soc_known
+            & (n > 0)
+        )
         # A session cannot be charged beyond its battery: cap the target there.
         room = np.where(soc_known, s.soc_max_kwh - s.soc_kwh, np.inf)
         target = np.minimum(s.e_target_kwh, np.maximum(room, 0.0))
@@ -484,9 +506,28 @@ class _Data:
         k_sess, k_t = _windows(a, n)
         d_sess, d_t = _windows(a[v2g], n[v2g])
         d_sess = np.flatnonzero(v2g)[d_sess]
-        return cls(T, p.dt_s / 3600.0, topo, s, price_imp, np.minimum(price_exp, price_imp),
-                   ub, lb, shortfall, bg, sunk, target, v2g, grid_site, site,
-                   k_sess, k_t, d_sess, d_t, p)  # fmt: skip
+        return cls(
+            T,
+            p.dt_s / 3600.0,
+            topo,
+            s,
+            price_imp,
+            np.minimum(price_exp, price_imp),
+            ub,
+            lb,
+            shortfall,
+            bg,
+            sunk,
+            target,
+            v2g,
+            grid_site,
+            site,
+            k_sess,
+            k_t,
+            d_sess,
+            d_t,
+            p,
+        )
 
 
 def _define_power(lp: _Lp, data: _Data) -> None:
@@ -500,11 +541,11 @@ def _define_power(lp: _Lp, data: _Data) -> None:
     ub_c = np.minimum(s.p_max_kw, topo.p_max_kw[conn])[data.k_sess]
     needed = (data.target > 0) | data.v2g
     ub_c = np.where(needed[data.k_sess] & (ub_c >= _MIN_KW), ub_c, 0.0)
-    lp.blocks["c"] = lp.add_cols(cost, np.float64(0.0), ub_c)
+    lp.blocks["c"] = lp.add_cols(cost, 0.0, ub_c)
     ub_d = np.minimum(s.p_discharge_max_kw, topo.p_discharge_max_kw[conn])[data.d_sess]
     ub_d = np.where(ub_d >= _MIN_KW, ub_d, 0.0)
     cost_d = np.full(len(data.d_sess), p.degradation_per_kwh * data.dt_h)
-    lp.blocks["d"] = lp.add_cols(cost_d, np.float64(0.0), ub_d)
+    lp.blocks["d"] = lp.add_cols(cost_d, 0.0, ub_d)
     # Background energy of directly-priced sites is a constant of the objective.
     direct_site = ~data.grid_site
     lp.constant += float((data.price_imp * data.bg)[direct_site].sum() * data.dt_h)
@@ -539,7 +580,7 @@ def _define_energy(lp: _Lp, data: _Data) -> None:
     """``sum_t (c - d) dt_h + u = target`` per session."""
     n = len(data.s)
     weight = data.s.weight * data.problem.unmet_penalty_per_kwh
-    u = lp.add_cols(weight, np.float64(0.0), data.target)
+    u = lp.add_cols(weight, 0.0, data.target)
     lp.blocks["u"] = u
     c, d = lp.blocks["c"], lp.blocks["d"]
     rows = np.concatenate([data.k_sess, data.d_sess, np.arange(n)])
@@ -569,8 +610,9 @@ def _define_soc(lp: _Lp, data: _Data) -> None:
     prev = np.flatnonzero(~first)
     rows = np.concatenate([np.arange(m), prev, np.arange(m), np.arange(m)])
     cols = np.concatenate([e, e[prev - 1], c_idx, lp.blocks["d"]])
-    vals = np.concatenate([np.ones(m), -np.ones(len(prev)), np.full(m, -data.dt_h),
-                           np.full(m, data.dt_h)])  # fmt: skip
+    vals = np.concatenate(
+        [np.ones(m), -np.ones(len(prev)), np.full(m, -data.dt_h), np.full(m, data.dt_h)]
+    )
     rhs = np.where(first, soc0, 0.0)
     lp.add_rows(rhs, rhs.copy(), rows, cols, vals)
 
@@ -586,19 +628,21 @@ def _define_grid(lp: _Lp, data: _Data) -> None:
     g_t = np.tile(np.arange(T), len(sites))
     price_i = data.price_imp[g_site, g_t] * data.dt_h
     price_e = data.price_exp[g_site, g_t] * data.dt_h
-    g_imp = lp.add_cols(price_i, np.float64(0.0), np.float64(np.inf))
-    g_exp = lp.add_cols(-price_e, np.float64(0.0), np.float64(np.inf))
+    g_imp = lp.add_cols(price_i, 0.0, np.inf)
+    g_exp = lp.add_cols(-price_e, 0.0, np.inf)
     lp.blocks["g_imp"], lp.blocks["g_exp"], lp.blocks["g_sites"] = g_imp, g_exp, sites
     local = np.full(data.topo.n_sites, -1)
     local[sites] = np.arange(len(sites))
     kc = local[data.site[data.k_sess]]
     kd = local[data.site[data.d_sess]]
     on_c, on_d = kc >= 0, kd >= 0
-    rows = np.concatenate([np.arange(n), np.arange(n), kc[on_c] * T + data.k_t[on_c],
-                           kd[on_d] * T + data.d_t[on_d]])  # fmt: skip
+    rows = np.concatenate(
+        [np.arange(n), np.arange(n), kc[on_c] * T + data.k_t[on_c], kd[on_d] * T + data.d_t[on_d]]
+    )
     cols = np.concatenate([g_imp, g_exp, lp.blocks["c"][on_c], lp.blocks["d"][on_d]])
-    vals = np.concatenate([np.ones(n), -np.ones(n), -np.ones(int(on_c.sum())),
-                           np.ones(int(on_d.sum()))])  # fmt: skip
+    vals = np.concatenate(
+        [np.ones(n), -np.ones(n), -np.ones(int(on_c.sum())), np.ones(int(on_d.sum()))]
+    )
     rhs = data.bg[g_site, g_t]
     lp.add_rows(rhs, rhs.copy(), rows, cols, vals)
 
@@ -612,7 +656,7 @@ def _define_peak(lp: _Lp, data: _Data) -> None:
     # Direct sites: import = background + sum c. The background alone sets a floor on z.
     floor = np.maximum(np.max(data.bg - data.sunk[:, None], axis=1), 0.0)
     floor[data.grid_site] = 0.0  # discharge can bring a V2G site's import below its background
-    z = lp.add_cols(np.full(n_sites, dc), floor, np.float64(np.inf))
+    z = lp.add_cols(np.full(n_sites, dc), floor, np.inf)
     lp.blocks["z"] = z
     direct = ~data.grid_site[data.site[data.k_sess]]
     key = data.site[data.k_sess[direct]] * T + data.k_t[direct]
@@ -631,8 +675,13 @@ def _define_peak(lp: _Lp, data: _Data) -> None:
         vals += [np.ones(len(g)), -np.ones(len(g))]
         upper.append(data.sunk[gs])
     up = np.concatenate(upper)
-    lp.add_rows(np.full(len(up), -np.inf), up, np.concatenate(rows), np.concatenate(cols),
-                np.concatenate(vals))  # fmt: skip
+    lp.add_rows(
+        np.full(len(up), -np.inf),
+        up,
+        np.concatenate(rows),
+        np.concatenate(cols),
+        np.concatenate(vals),
+    )
 
 
 def _result(
@@ -644,9 +693,19 @@ def _result(
     discharge = np.zeros((n, T))
     if x is None:
         nan = np.full(n, np.nan)
-        return Schedule(status, charge, discharge, nan, tuple(UnmetReason.NONE for _ in range(n)),
-                        np.full((n_sites, T), np.nan), float("nan"), {}, data.shortfall, stats,
-                        f"no plan: {stats.highs_status}")  # fmt: skip
+        return Schedule(
+            status,
+            charge,
+            discharge,
+            nan,
+            tuple(UnmetReason.NONE for _ in range(n)),
+            np.full((n_sites, T), np.nan),
+            float("nan"),
+            {},
+            data.shortfall,
+            stats,
+            f"no plan: {stats.highs_status}",
+        )
     charge[data.k_sess, data.k_t] = np.maximum(x[lp.blocks["c"]], 0.0)
     discharge[data.d_sess, data.d_t] = np.maximum(x[lp.blocks["d"]], 0.0)
     unmet = np.maximum(x[lp.blocks["u"]], 0.0)
@@ -658,10 +717,13 @@ def _result(
     ev_max = np.minimum(p.sessions.p_max_kw, data.topo.p_max_kw[p.sessions.connector])
     alone = ev_max * np.maximum(window, 0) * data.dt_h
     reason = tuple(
-        UnmetReason.NONE if u <= 1e-6 else
-        UnmetReason.EV_LIMIT if tgt > a + 1e-6 else UnmetReason.CAPACITY
+        UnmetReason.NONE
+        if u <= 1e-6
+        else UnmetReason.EV_LIMIT
+        if tgt > a + 1e-6
+        else UnmetReason.CAPACITY
         for u, tgt, a in zip(unmet, data.target, alone, strict=True)
-    )  # fmt: skip
+    )
     dt_h = data.dt_h
     exp_price = data.price_exp
     energy_cost = float((data.price_imp * np.maximum(site_import, 0.0)).sum() * dt_h)
@@ -676,8 +738,18 @@ def _result(
     }
     cost_vec = _cat(lp.col_cost)
     objective = float(cost_vec @ x) + lp.constant
-    return Schedule(status, charge, discharge, unmet, reason, site_import, objective, costs,
-                    data.shortfall, stats)  # fmt: skip
+    return Schedule(
+        status,
+        charge,
+        discharge,
+        unmet,
+        reason,
+        site_import,
+        objective,
+        costs,
+        data.shortfall,
+        stats,
+    )
 
 
 def _windows(start: IntArray, length: IntArray) -> tuple[IntArray, IntArray]:
@@ -702,7 +774,9 @@ def _column_entries(
     return key, var[owner], sign * csc.data[pos]
 
 
-def _per_site(name: str, value: ArrayLike | None, n_sites: int, T: int, default: float) -> FloatArray:
+def _per_site(
+    name: str, value: ArrayLike | None, n_sites: int, T: int, default: float
+) -> FloatArray:
     if value is None:
         return np.full((n_sites, T), default)
     arr = np.asarray(value, dtype=np.float64)
@@ -718,11 +792,13 @@ def _per_site(name: str, value: ArrayLike | None, n_sites: int, T: int, default:
 def _per_row(
     name: str, value: ArrayLike | None, default: FloatArray, n_rows: int, T: int
 ) -> FloatArray:
-    arr = default if value is None else np.asarray(value, dtype=np.float64)
+    arr: FloatArray = default if value is None else np.asarray(value, dtype=np.float64)
     if arr.shape == (n_rows,):
         arr = arr[:, None]
     if arr.shape not in ((n_rows, 1), (n_rows, T)):
-        raise ProblemError(f"{name}: expected shape ({n_rows},) or ({n_rows}, {T}), got {arr.shape}")
+        raise ProblemError(
+            f"{name}: expected shape ({n_rows},) or ({n_rows}, {T}), got {arr.shape}"
+        )
     if np.any(np.isnan(arr)):
         raise ProblemError(f"{name}: expected numbers (inf for no limit), got NaN")
     return np.array(np.broadcast_to(arr, (n_rows, T)))
@@ -742,7 +818,7 @@ def _check_no_overlap(s: Sessions) -> None:
 
 def _array(name: str, value: ArrayLike, n: int, dtype: type) -> NDArray[Any]:
     try:
-        arr = np.asarray(value, dtype=dtype)
+        arr: NDArray[Any] = np.asarray(value, dtype=dtype)
     except (TypeError, ValueError) as exc:
         raise ProblemError(f"{name}: expected {n} numbers, got {value!r}") from exc
     if arr.shape != (n,):

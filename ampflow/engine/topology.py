@@ -52,8 +52,14 @@ __all__ = [
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
 
-_ROTATIONS = {"RST": (0, 1, 2), "RTS": (0, 2, 1), "SRT": (1, 0, 2),
-              "STR": (1, 2, 0), "TRS": (2, 0, 1), "TSR": (2, 1, 0)}  # fmt: skip
+_ROTATIONS = {
+    "RST": (0, 1, 2),
+    "RTS": (0, 2, 1),
+    "SRT": (1, 0, 2),
+    "STR": (1, 2, 0),
+    "TRS": (2, 0, 1),
+    "TSR": (2, 1, 0),
+}
 _PHASE_INDEX = {"L1": 0, "L2": 1, "L3": 2}
 
 
@@ -240,7 +246,7 @@ class Topology:
         return len(self.site_ids)
 
     @cached_property
-    def A_csc(self) -> sp.csc_array:
+    def A_csc(self) -> sp.csc_array:  # noqa: N802 (named after A)
         """``A`` in compressed-column form, for per-connector reductions over its rows."""
         return self.A.tocsc()
 
@@ -460,9 +466,15 @@ class _Builder:
             coef = [1000.0 / (3 * v * pf)] * 3
         elif ch.phases == 1:
             if ch.phase is None:
-                raise TopologyError(f"{w}: a single-phase charger needs phase (L1, L2, L3 or L1-L2)")
+                raise TopologyError(
+                    f"{w}: a single-phase charger needs phase (L1, L2, L3 or L1-L2)"
+                )
             terms = ch.phase.split("-")
-            if any(t not in _PHASE_INDEX for t in terms) or len(terms) > 2 or len(set(terms)) != len(terms):
+            if (
+                any(t not in _PHASE_INDEX for t in terms)
+                or len(terms) > 2
+                or len(set(terms)) != len(terms)
+            ):
                 raise TopologyError(
                     f"{w}: phase must be L1, L2, L3 or a pair like L1-L2, got {ch.phase!r}"
                 )
@@ -485,9 +497,7 @@ class _Builder:
         if ch.bidirectional:
             p_dis = ch.max_kw if ch.discharge_max_kw is None else ch.discharge_max_kw
             _check_limit(w, "discharge_max_kw", p_dis)
-        node = self.add_node(
-            qualify(ch.id), qualify(ch.node), s, ch.max_kw, p_dis, None
-        )
+        node = self.add_node(qualify(ch.id), qualify(ch.node), s, ch.max_kw, p_dis, None)
         for n in range(1, ch.connectors + 1):
             self.conn_ids.append(f"{site.id}/{ch.id}/{n}")
             self.conn_node.append(node)
@@ -528,14 +538,26 @@ class _Builder:
         node_site = np.asarray(self.node_site, dtype=np.int64)
         row_node = np.concatenate([np.arange(n_nodes), np.repeat(np.flatnonzero(has_phase), 3)])
         row_kind = np.concatenate(
-            [np.zeros(n_nodes, np.int8), np.tile(np.arange(1, 4, dtype=np.int8), int(has_phase.sum()))]
+            [
+                np.zeros(n_nodes, np.int8),
+                np.tile(np.arange(1, 4, dtype=np.int8), int(has_phase.sum())),
+            ]
         )
         phase_a = np.array([pa for pa in self.node_phase_a if pa is not None], dtype=np.float64)
-        b_imp = np.concatenate([np.asarray(self.node_import, dtype=np.float64), phase_a.reshape(-1)])
-        b_exp = np.concatenate([np.asarray(self.node_export, dtype=np.float64), phase_a.reshape(-1)])
+        b_imp = np.concatenate(
+            [np.asarray(self.node_import, dtype=np.float64), phase_a.reshape(-1)]
+        )
+        b_exp = np.concatenate(
+            [np.asarray(self.node_export, dtype=np.float64), phase_a.reshape(-1)]
+        )
         # Sort rows by site (stable: a site's total rows come before its phase rows, root first).
         order = np.lexsort((row_kind, depth[row_node], node_site[row_node]))
-        row_node, row_kind, b_imp, b_exp = row_node[order], row_kind[order], b_imp[order], b_exp[order]
+        row_node, row_kind, b_imp, b_exp = (
+            row_node[order],
+            row_kind[order],
+            b_imp[order],
+            b_exp[order],
+        )
         row_of = np.full((n_nodes, 4), -1, dtype=np.int64)
         row_of[row_node, row_kind] = np.arange(len(row_node))
 

@@ -77,7 +77,9 @@ def a_from_kw(
     return np.asarray(p_kw, dtype=np.float64) * 1000.0 / _w_per_a(voltage_v, phases, power_factor)
 
 
-def _w_per_a(voltage_v: ArrayLike, phases: ArrayLike, power_factor: ArrayLike) -> NDArray[np.float64]:
+def _w_per_a(
+    voltage_v: ArrayLike, phases: ArrayLike, power_factor: ArrayLike
+) -> NDArray[np.float64]:
     v = np.asarray(voltage_v, dtype=np.float64)
     n = np.asarray(phases, dtype=np.float64)
     pf = np.asarray(power_factor, dtype=np.float64)

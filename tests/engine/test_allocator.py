@@ -21,8 +21,9 @@ def allocation_cases(draw: st.DrawFn, max_sites: int = 3, max_chargers: int = 6)
     demand = vector(draw, n, 0.0, 80.0)
     weight = 1.0 + vector(draw, n, 0.0, 3.0, zero_share=0.5)
     caps = {sid: draw(st.floats(0, 100)) for sid in topo.site_ids if draw(st.booleans())}
-    background = np.asarray(draw(st.lists(st.floats(-20, 60), min_size=topo.n_sites,
-                                          max_size=topo.n_sites)))  # fmt: skip
+    background = np.asarray(
+        draw(st.lists(st.floats(-20, 60), min_size=topo.n_sites, max_size=topo.n_sites))
+    )
     ub = topo.row_upper(node_cap_kw=caps, background_kw=background)
     waiting = np.asarray(draw(st.lists(st.integers(0, 5), min_size=n, max_size=n)), dtype=np.int64)
     credit = np.asarray(draw(st.lists(st.floats(-3, 3), min_size=n, max_size=n)))
@@ -51,7 +52,9 @@ def test_safety_invariants(case) -> None:  # type: ignore[no-untyped-def]
     assert np.all((p == 0) | (p >= topo.p_min_kw - 1e-9))
     # Shed connectors wanted power and got none; they wait one tick longer.
     assert np.all(p[res.shed] == 0)
-    np.testing.assert_array_equal(res.state.waiting_ticks[res.shed], state.waiting_ticks[res.shed] + 1)
+    np.testing.assert_array_equal(
+        res.state.waiting_ticks[res.shed], state.waiting_ticks[res.shed] + 1
+    )
     np.testing.assert_array_equal(res.state.waiting_ticks[~res.shed], 0)
     # Rotation credit is zero-sum within each site among connectors that keep wanting power.
     wants = demand > 0
@@ -84,16 +87,23 @@ def _lexicographic_max_min(topo: Topology, lower, upper, weight, ub) -> np.ndarr
     while np.isnan(fixed).any():
         free = np.isnan(fixed)
         # Variables: x (n) and t. Maximise t with x_i >= w_i t for free i.
-        bounds = [(f, f) if not np.isnan(f) else (lo, hi)
-                  for f, lo, hi in zip(fixed, lower, upper, strict=True)] + [(0, None)]  # fmt: skip
+        bounds = [
+            (f, f) if not np.isnan(f) else (lo, hi)
+            for f, lo, hi in zip(fixed, lower, upper, strict=True)
+        ] + [(0, None)]
         rows = np.hstack([A_ub, np.zeros((len(b_ub), 1))])
         level = np.zeros((int(free.sum()), n + 1))
         level[np.arange(free.sum()), np.flatnonzero(free)] = -1
         level[:, n] = weight[free]
         c = np.zeros(n + 1)
         c[n] = -1
-        res = linprog(c, A_ub=np.vstack([rows, level]), b_ub=np.r_[b_ub, np.zeros(len(level))],
-                      bounds=bounds, method="highs")  # fmt: skip
+        res = linprog(
+            c,
+            A_ub=np.vstack([rows, level]),
+            b_ub=np.r_[b_ub, np.zeros(len(level))],
+            bounds=bounds,
+            method="highs",
+        )
         assert res.status == 0
         t = res.x[n]
         blocked = []
@@ -102,8 +112,13 @@ def _lexicographic_max_min(topo: Topology, lower, upper, weight, ub) -> np.ndarr
             c_i[i] = -1
             bnd = list(bounds)
             bnd[n] = (t, t)
-            r = linprog(c_i, A_ub=np.vstack([rows, level]), b_ub=np.r_[b_ub, np.zeros(len(level))],
-                        bounds=bnd, method="highs")  # fmt: skip
+            r = linprog(
+                c_i,
+                A_ub=np.vstack([rows, level]),
+                b_ub=np.r_[b_ub, np.zeros(len(level))],
+                bounds=bnd,
+                method="highs",
+            )
             if r.x[i] <= max(weight[i] * t, lower[i]) + 1e-7:
                 blocked.append(i)
         assert blocked, "no connector blocked: reference did not progress"
@@ -125,8 +140,15 @@ def test_matches_lp_reference_of_max_min_fairness(case) -> None:  # type: ignore
 
 
 def _bus(n: int, import_kw: float) -> Topology:
-    return compile_topology([SiteSpec("s", import_kw=import_kw, chargers=[
-        ChargerSpec(f"c{i}", "s", max_kw=22) for i in range(n)])])  # fmt: skip
+    return compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=import_kw,
+                chargers=[ChargerSpec(f"c{i}", "s", max_kw=22) for i in range(n)],
+            )
+        ]
+    )
 
 
 def test_weights_share_in_proportion() -> None:
@@ -146,7 +168,7 @@ def test_rotation_when_minimums_do_not_fit() -> None:
         served.append(res.p_kw > 0)
     s = np.array(served)
     for start in range(len(s) - 2):
-        assert s[start:start + 3].any(axis=0).all()
+        assert s[start : start + 3].any(axis=0).all()
     # Over a full cycle of five ticks everyone charges exactly twice.
     np.testing.assert_array_equal(s[:10].sum(axis=0), [4, 4, 4, 4, 4])
 
@@ -164,19 +186,31 @@ def test_rotation_respects_weights() -> None:
 
 
 def test_phase_bottleneck_and_dr_cap() -> None:
-    topo = compile_topology([SiteSpec("s", import_kw=100, phase_a=(32, 63, 63), chargers=[
-        ChargerSpec("one", "s", max_kw=7.36, phases=1, phase="L1"),
-        ChargerSpec("three", "s", max_kw=22.08)])])  # fmt: skip
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=100,
+                phase_a=(32, 63, 63),
+                chargers=[
+                    ChargerSpec("one", "s", max_kw=7.36, phases=1, phase="L1"),
+                    ChargerSpec("three", "s", max_kw=22.08),
+                ],
+            )
+        ]
+    )
     res = allocate(topo, [7.36, 22.08])
     # L1 carries 32 A: the 1-phase EV and the 3-phase EV's L1 share it equally in kW terms.
     load = topo.A @ res.p_kw
     assert load.max() <= 63 + 1e-9
-    l1 = [r for r in range(topo.n_rows) if topo.row_kind[r] == 1][0]
+    l1 = next(r for r in range(topo.n_rows) if topo.row_kind[r] == 1)
     assert load[l1] == pytest.approx(32)
-    # A 5 kW DR cap on the site sheds the 3-phase EV (its minimum alone is 4.14 kW)... or not:
+    # A 5 kW DR cap cannot hold both minimums (1.38 + 4.14 kW): one EV is shed, the other gets
+    # the whole cap.
     capped = allocate(topo, [7.36, 22.08], row_upper=topo.row_upper(node_cap_kw={"s": 5}))
     assert (topo.A @ capped.p_kw)[topo.total_row("s")] <= 5 + 1e-9
     assert (capped.p_kw > 0).sum() == 1
+    assert capped.p_kw.sum() == pytest.approx(5)
 
 
 def test_bad_input_is_named() -> None:
@@ -192,14 +226,25 @@ def test_bad_input_is_named() -> None:
 
 
 def test_tree_with_nodes_below_the_site() -> None:
-    topo = compile_topology([SiteSpec("s", import_kw=60, nodes=[
-        NodeSpec("a", "s", import_kw=20), NodeSpec("b", "s", import_kw=100)], chargers=[
-        ChargerSpec("x", "a", max_kw=22, connectors=2), ChargerSpec("y", "b", max_kw=22),
-        ChargerSpec("z", "b", max_kw=22)])])  # fmt: skip
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=60,
+                nodes=[NodeSpec("a", "s", import_kw=20), NodeSpec("b", "s", import_kw=100)],
+                chargers=[
+                    ChargerSpec("x", "a", max_kw=22, connectors=2),
+                    ChargerSpec("y", "b", max_kw=22),
+                    ChargerSpec("z", "b", max_kw=22),
+                ],
+            )
+        ]
+    )
     res = allocate(topo, [22, 22, 22, 22])
     # Panel a holds x's two connectors to 20 kW; the site's remaining 40 kW goes to y and z.
     np.testing.assert_allclose(res.p_kw, [10, 10, 20, 20])
     # A charger's rating is shared by its connectors.
-    two = compile_topology([SiteSpec("s", import_kw=60, chargers=[
-        ChargerSpec("x", "s", max_kw=22, connectors=2)])])  # fmt: skip
+    two = compile_topology(
+        [SiteSpec("s", import_kw=60, chargers=[ChargerSpec("x", "s", max_kw=22, connectors=2)])]
+    )
     np.testing.assert_allclose(allocate(two, [22, 22]).p_kw, [11, 11])

@@ -23,9 +23,21 @@ from tests.engine.strategies import sites
 
 def random_problem(draw: st.DrawFn, topo: Topology, T: int) -> ScheduleProblem:
     """Sessions (some V2G), caps, background load and prices for a random topology."""
-    rows: dict[str, list[Any]] = {k: [] for k in (
-        "connector", "arrival_step", "departure_step", "e_target_kwh", "p_max_kw",
-        "p_discharge_max_kw", "soc_kwh", "soc_min_kwh", "soc_max_kwh", "weight")}  # fmt: skip
+    rows: dict[str, list[Any]] = {
+        k: []
+        for k in (
+            "connector",
+            "arrival_step",
+            "departure_step",
+            "e_target_kwh",
+            "p_max_kw",
+            "p_discharge_max_kw",
+            "soc_kwh",
+            "soc_min_kwh",
+            "soc_max_kwh",
+            "weight",
+        )
+    }
     for c in range(topo.n_connectors):
         t = draw(st.integers(-3, T))
         for _ in range(draw(st.integers(0, 2))):
@@ -51,8 +63,9 @@ def random_problem(draw: st.DrawFn, topo: Topology, T: int) -> ScheduleProblem:
     floats = st.floats(-0.1, 0.6)
     price = np.asarray(draw(st.lists(floats, min_size=T, max_size=T)))
     export = np.asarray(draw(st.lists(floats, min_size=T, max_size=T)))
-    bg = np.asarray(draw(st.lists(st.floats(-30, 50), min_size=n_sites * T,
-                                  max_size=n_sites * T))).reshape(n_sites, T)  # fmt: skip
+    bg = np.asarray(
+        draw(st.lists(st.floats(-30, 50), min_size=n_sites * T, max_size=n_sites * T))
+    ).reshape(n_sites, T)
     upper = np.repeat(topo.b_import[:, None], T, axis=1)
     for s in range(n_sites):
         if draw(st.booleans()):  # a DR cap on the site over part of the horizon
@@ -62,13 +75,20 @@ def random_problem(draw: st.DrawFn, topo: Topology, T: int) -> ScheduleProblem:
                 upper[topo.site_root_row[s], a:e], draw(st.floats(0, 80))
             )
     return ScheduleProblem(
-        topo, sessions, n_steps=T, dt_s=900, import_price=price, export_price=export,
-        row_upper=upper, background_kw=bg,
+        topo,
+        sessions,
+        n_steps=T,
+        dt_s=900,
+        import_price=price,
+        export_price=export,
+        row_upper=upper,
+        background_kw=bg,
         demand_charge_per_kw=draw(st.sampled_from([0.0, 0.0, 12.0])),
-        sunk_peak_kw=np.asarray(draw(st.lists(st.floats(0, 60), min_size=n_sites,
-                                              max_size=n_sites))),
+        sunk_peak_kw=np.asarray(
+            draw(st.lists(st.floats(0, 60), min_size=n_sites, max_size=n_sites))
+        ),
         degradation_per_kwh=draw(st.sampled_from([0.0, 0.05])),
-    )  # fmt: skip
+    )
 
 
 @st.composite
@@ -98,7 +118,8 @@ def test_safety_invariants_hold_at_every_step(problem: ScheduleProblem) -> None:
     # Connector and EV limits; nothing outside a session's window.
     steps = np.arange(T)
     window = (steps >= s.arrival_step[:, None]) & (steps < s.departure_step[:, None])
-    assert np.all(plan.charge_kw[~window] == 0) and np.all(plan.discharge_kw[~window] == 0)
+    assert np.all(plan.charge_kw[~window] == 0)
+    assert np.all(plan.discharge_kw[~window] == 0)
     ev_max = np.minimum(s.p_max_kw, topo.p_max_kw[s.connector])
     assert np.all(plan.charge_kw <= ev_max[:, None] + tol)
     dis_max = np.minimum(s.p_discharge_max_kw, topo.p_discharge_max_kw[s.connector])
@@ -115,36 +136,76 @@ def test_safety_invariants_hold_at_every_step(problem: ScheduleProblem) -> None:
     soc = s.soc_kwh[known, None] + np.cumsum(plan.p_kw[known], axis=1) * dt_h
     lo = np.minimum(np.nan_to_num(s.soc_min_kwh[known]), s.soc_kwh[known])
     hi = np.maximum(s.soc_max_kwh[known], s.soc_kwh[known])
-    assert np.all(soc >= lo[:, None] - 1e-5) and np.all(soc <= hi[:, None] + 1e-5)
+    assert np.all(soc >= lo[:, None] - 1e-5)
+    assert np.all(soc <= hi[:, None] + 1e-5)
 
 
 def _two_bays(import_kw: float = 11, export_kw: float = 0) -> Topology:
-    return compile_topology([SiteSpec("s", import_kw=import_kw, export_kw=export_kw, chargers=[
-        ChargerSpec("a", "s", max_kw=11), ChargerSpec("b", "s", max_kw=11, bidirectional=True)])])  # fmt: skip
+    return compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=import_kw,
+                export_kw=export_kw,
+                chargers=[
+                    ChargerSpec("a", "s", max_kw=11),
+                    ChargerSpec("b", "s", max_kw=11, bidirectional=True),
+                ],
+            )
+        ]
+    )
 
 
 def _sessions(**kw: Any) -> Sessions:
-    base: dict[str, Any] = dict(connector=[0, 1], arrival_step=[0, 0], departure_step=[4, 4],
-                                e_target_kwh=[10, 10], p_max_kw=[11, 11])  # fmt: skip
+    base: dict[str, Any] = dict(
+        connector=[0, 1],
+        arrival_step=[0, 0],
+        departure_step=[4, 4],
+        e_target_kwh=[10, 10],
+        p_max_kw=[11, 11],
+    )
     base.update(kw)
     return Sessions(**base)
 
 
 def test_cheapest_hours_first_and_ties_prefer_earlier() -> None:
-    plan = solve_schedule(ScheduleProblem(_two_bays(22), _sessions(e_target_kwh=[5, 5]),
-                                          n_steps=4, dt_s=3600, import_price=[0.3] * 4))  # fmt: skip
+    plan = solve_schedule(
+        ScheduleProblem(
+            _two_bays(22),
+            _sessions(e_target_kwh=[5, 5]),
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.3] * 4,
+        )
+    )
     np.testing.assert_allclose(plan.p_kw, [[5, 0, 0, 0], [5, 0, 0, 0]], atol=1e-9)
     assert plan.costs["energy"] == pytest.approx(3.0)
 
 
 def test_demand_charge_flattens_the_peak() -> None:
-    flat = solve_schedule(ScheduleProblem(_two_bays(22), _sessions(), n_steps=4, dt_s=3600,
-                                          import_price=[0.3] * 4, demand_charge_per_kw=10))  # fmt: skip
+    flat = solve_schedule(
+        ScheduleProblem(
+            _two_bays(22),
+            _sessions(),
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.3] * 4,
+            demand_charge_per_kw=10,
+        )
+    )
     assert flat.site_import_kw.max() == pytest.approx(5.0)
     assert flat.costs["demand_charge"] == pytest.approx(50.0)
-    sunk = solve_schedule(ScheduleProblem(_two_bays(22), _sessions(), n_steps=4, dt_s=3600,
-                                          import_price=[0.3] * 4, demand_charge_per_kw=10,
-                                          sunk_peak_kw=[8]))  # fmt: skip
+    sunk = solve_schedule(
+        ScheduleProblem(
+            _two_bays(22),
+            _sessions(),
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.3] * 4,
+            demand_charge_per_kw=10,
+            sunk_peak_kw=[8],
+        )
+    )
     assert sunk.costs["demand_charge"] == 0
     assert sunk.site_import_kw.max() <= 8 + 1e-9
 
@@ -152,50 +213,97 @@ def test_demand_charge_flattens_the_peak() -> None:
 def test_dr_cap_and_unmet_reasons() -> None:
     upper = np.repeat(_two_bays().b_import[:, None], 4, axis=1)
     upper[_two_bays().site_root_row[0]] = [11, 0, 0, 11]  # a DR event in hours 1-2
-    plan = solve_schedule(ScheduleProblem(
-        _two_bays(), _sessions(e_target_kwh=[30, 10], p_max_kw=[7, 11]), n_steps=4, dt_s=3600,
-        import_price=[0.3] * 4, row_upper=upper))  # fmt: skip
+    plan = solve_schedule(
+        ScheduleProblem(
+            _two_bays(),
+            _sessions(e_target_kwh=[30, 10], p_max_kw=[7, 11]),
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.3] * 4,
+            row_upper=upper,
+        )
+    )
     assert plan.site_import_kw[0, 1:3].max() <= 1e-9
     # 30 kWh at 7 kW in 4 h is impossible even alone; 22 kWh of room for 40 kWh is a capacity gap.
     assert plan.unmet_reason[0] is UnmetReason.EV_LIMIT
     assert plan.unmet_kwh.sum() == pytest.approx(40 - 22)
-    plan = solve_schedule(ScheduleProblem(
-        _two_bays(), _sessions(e_target_kwh=[10, 20], weight=[1, 3]), n_steps=4, dt_s=3600,
-        import_price=[0.3] * 4, row_upper=upper))  # fmt: skip
+    plan = solve_schedule(
+        ScheduleProblem(
+            _two_bays(),
+            _sessions(e_target_kwh=[10, 20], weight=[1, 3]),
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.3] * 4,
+            row_upper=upper,
+        )
+    )
     # The priority session gets all it asked for; the other carries the capacity shortfall.
     assert plan.unmet_reason == (UnmetReason.CAPACITY, UnmetReason.NONE)
     assert plan.unmet_kwh[0] == pytest.approx(8)
 
 
 def test_v2g_discharges_into_the_price_spike_within_soc() -> None:
-    sessions = _sessions(e_target_kwh=[0, 5], p_discharge_max_kw=[0, 11], soc_kwh=[np.nan, 40],
-                         soc_min_kwh=[np.nan, 30], soc_max_kwh=[np.nan, 60])  # fmt: skip
-    plan = solve_schedule(ScheduleProblem(
-        _two_bays(11, export_kw=11), sessions, n_steps=4, dt_s=3600,
-        import_price=[0.1, 0.1, 0.1, 0.9], export_price=[0.05, 0.05, 0.05, 0.8],
-        degradation_per_kwh=0.02))  # fmt: skip
+    sessions = _sessions(
+        e_target_kwh=[0, 5],
+        p_discharge_max_kw=[0, 11],
+        soc_kwh=[np.nan, 40],
+        soc_min_kwh=[np.nan, 30],
+        soc_max_kwh=[np.nan, 60],
+    )
+    plan = solve_schedule(
+        ScheduleProblem(
+            _two_bays(11, export_kw=11),
+            sessions,
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.1, 0.1, 0.1, 0.9],
+            export_price=[0.05, 0.05, 0.05, 0.8],
+            degradation_per_kwh=0.02,
+        )
+    )
     assert plan.discharge_kw[1, 3] == pytest.approx(11)
     soc = 40 + np.cumsum(plan.p_kw[1])
-    assert soc.min() >= 30 - 1e-9 and soc[-1] == pytest.approx(45)
+    assert soc.min() >= 30 - 1e-9
+    assert soc[-1] == pytest.approx(45)
     assert plan.costs["export_revenue"] == pytest.approx(11 * 0.8)
     # Without a known state of charge the engine never discharges.
     blind = _sessions(e_target_kwh=[0, 5], p_discharge_max_kw=[0, 11])
-    plan = solve_schedule(ScheduleProblem(
-        _two_bays(11, export_kw=11), blind, n_steps=4, dt_s=3600,
-        import_price=[0.1, 0.1, 0.1, 0.9], export_price=[0.05, 0.05, 0.05, 0.8]))  # fmt: skip
+    plan = solve_schedule(
+        ScheduleProblem(
+            _two_bays(11, export_kw=11),
+            blind,
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.1, 0.1, 0.1, 0.9],
+            export_price=[0.05, 0.05, 0.05, 0.8],
+        )
+    )
     assert plan.discharge_kw.max() == 0
 
 
 def test_time_limit_is_a_result() -> None:
     rng = np.random.default_rng(0)
     n = 40
-    topo = compile_topology([SiteSpec("s", import_kw=100, chargers=[
-        ChargerSpec(f"c{i}", "s", max_kw=11) for i in range(n)])])  # fmt: skip
-    sessions = Sessions(connector=np.arange(n), arrival_step=rng.integers(0, 50, n),
-                        departure_step=rng.integers(60, 96, n), e_target_kwh=rng.uniform(5, 40, n),
-                        p_max_kw=np.full(n, 11.0))  # fmt: skip
-    plan = solve_schedule(ScheduleProblem(topo, sessions, n_steps=96, dt_s=900,
-                                          import_price=rng.uniform(0, 1, 96)), time_limit_s=0.0)  # fmt: skip
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=100,
+                chargers=[ChargerSpec(f"c{i}", "s", max_kw=11) for i in range(n)],
+            )
+        ]
+    )
+    sessions = Sessions(
+        connector=np.arange(n),
+        arrival_step=rng.integers(0, 50, n),
+        departure_step=rng.integers(60, 96, n),
+        e_target_kwh=rng.uniform(5, 40, n),
+        p_max_kw=np.full(n, 11.0),
+    )
+    plan = solve_schedule(
+        ScheduleProblem(topo, sessions, n_steps=96, dt_s=900, import_price=rng.uniform(0, 1, 96)),
+        time_limit_s=0.0,
+    )
     assert plan.status is SolveStatus.TIME_LIMIT
     assert plan.message.startswith("no plan")
     assert np.isnan(plan.unmet_kwh).all()
@@ -208,11 +316,19 @@ def test_bad_problems_are_named() -> None:
     with pytest.raises(ProblemError, match=r"departure_step\[0\] must be >= arrival_step, got 2"):
         _sessions(arrival_step=[3, 0], departure_step=[2, 4])
     with pytest.raises(ProblemError, match="overlap on connector 0"):
-        Sessions(connector=[0, 0], arrival_step=[0, 2], departure_step=[3, 4],
-                 e_target_kwh=[1, 1], p_max_kw=[1, 1]).__class__  # noqa: B018
-        ScheduleProblem(topo, Sessions(connector=[0, 0], arrival_step=[0, 2], departure_step=[3, 4],
-                                       e_target_kwh=[1, 1], p_max_kw=[1, 1]),
-                        n_steps=4, dt_s=60, import_price=[0] * 4)  # fmt: skip
+        ScheduleProblem(
+            topo,
+            Sessions(
+                connector=[0, 0],
+                arrival_step=[0, 2],
+                departure_step=[3, 4],
+                e_target_kwh=[1, 1],
+                p_max_kw=[1, 1],
+            ),
+            n_steps=4,
+            dt_s=60,
+            import_price=[0] * 4,
+        )
     with pytest.raises(ProblemError, match=r"sessions.connector\[1\] must be a column in 0..1"):
         ScheduleProblem(topo, _sessions(connector=[0, 7]), n_steps=4, dt_s=60, import_price=[0] * 4)
     with pytest.raises(ProblemError, match=r"import_price: expected shape \(4,\)"):

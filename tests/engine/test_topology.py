@@ -32,8 +32,12 @@ def _depot() -> SiteSpec:
 def test_matrix_of_a_small_site() -> None:
     topo = compile_topology([_depot()])
     assert topo.connector_ids == (
-        "depot/cp-1/1", "depot/cp-1/2", "depot/cp-2/1", "depot/us-1/1", "depot/dc-1/1"
-    )  # fmt: skip
+        "depot/cp-1/1",
+        "depot/cp-1/2",
+        "depot/cp-2/1",
+        "depot/us-1/1",
+        "depot/dc-1/1",
+    )
     A = topo.A.toarray()
     root = topo.total_row("depot")
     panel = topo.total_row("depot/panel-a")
@@ -42,16 +46,22 @@ def test_matrix_of_a_small_site() -> None:
     np.testing.assert_array_equal(A[panel], [1, 1, 1, 0, 0])
     # Panel-a phase rows: 3-phase at 230 V is 1000/690 A/kW per phase; cp-2 is wired to the
     # charger's L1 with rotation STR, so it loads the grid's L2 at 1000/230 A/kW.
-    panel_phase = {RowKind(k): r for r, k in enumerate(topo.row_kind)
-                   if topo.row_node[r] == topo.node_index("depot/panel-a") and k > 0}  # fmt: skip
+    panel_phase = {
+        RowKind(k): r
+        for r, k in enumerate(topo.row_kind)
+        if topo.row_node[r] == topo.node_index("depot/panel-a") and k > 0
+    }
     three = 1000 / (3 * 230)
     np.testing.assert_allclose(A[panel_phase[RowKind.L1_A]], [three, three, 0, 0, 0])
     np.testing.assert_allclose(A[panel_phase[RowKind.L2_A]], [three, three, 1000 / 230, 0, 0])
     np.testing.assert_allclose(A[panel_phase[RowKind.L3_A]], [three, three, 0, 0, 0])
     assert topo.b_import[panel_phase[RowKind.L3_A]] == 32
     # The 208 V line-to-line charger counts its current on both L1 and L2 of the grid connection.
-    root_phase = [r for r, k in enumerate(topo.row_kind)
-                  if topo.row_node[r] == topo.node_index("depot") and k > 0]  # fmt: skip
+    root_phase = [
+        r
+        for r, k in enumerate(topo.row_kind)
+        if topo.row_node[r] == topo.node_index("depot") and k > 0
+    ]
     np.testing.assert_allclose(A[root_phase, 3], [1000 / 208, 1000 / 208, 0])
     # DC loads all three phases equally.
     np.testing.assert_allclose(A[root_phase, 4], [three] * 3)
@@ -75,8 +85,14 @@ def test_checker_uses_the_same_rows() -> None:
 
 
 def test_many_sites_compile_block_diagonal() -> None:
-    topo = compile_topology([SiteSpec(f"s{i}", import_kw=50, chargers=[
-        ChargerSpec("c", f"s{i}", max_kw=11, connectors=2)]) for i in range(500)])  # fmt: skip
+    topo = compile_topology(
+        [
+            SiteSpec(
+                f"s{i}", import_kw=50, chargers=[ChargerSpec("c", f"s{i}", max_kw=11, connectors=2)]
+            )
+            for i in range(500)
+        ]
+    )
     assert topo.n_connectors == 1000
     assert topo.n_sites == 500
     A = topo.A.tocoo()
