@@ -245,8 +245,9 @@ def _fill(
     becoming tight. Caps that come before any other event are taken in one batch, since until
     then slopes only fall and no row can tighten.
     """
-    A, csc = topology.A, topology.A_csc
+    A = topology.A
     site_of_conn, site_of_row = topology.connector_site, topology.row_site
+    row_tol = _REL_TOL * (1.0 + np.abs(np.where(np.isfinite(ub), ub, 0.0)))
     x = lower.copy()
     live = upper > lower * (1 + _REL_TOL) + 1e-12
     floor = live & (lower > 0)
@@ -270,18 +271,39 @@ def _fill(
             e_site = conn_min(rel_lvl)
             horizon = np.minimum(m_row, e_site)
             caps_first = c_site <= horizon
+            # Jump: where a floor is next, try the level of the next other event at once. If the
+            # exact load there fits every row of the site, nothing tightens on the way, so every
+            # floor and cap below it is passed in this one iteration.
+            jumped = np.zeros(len(level), dtype=bool)
+            floor_first = ~caps_first & (e_site < m_row)
+            if floor_first.any():
+                jump = np.where(floor_first, np.minimum(m_row, c_site), -np.inf)
+                jump_c = jump[site_of_conn]
+                moving = (lin | floor) & floor_first[site_of_conn]
+                x_try = np.where(moving, np.clip(w * jump_c, lower, upper), np.where(lin, 0.0, x))
+                fits = A @ x_try <= ub + row_tol
+                jumped = floor_first & np.logical_and.reduceat(fits, row_starts)
+                moving &= jumped[site_of_conn]
+                capped = moving & (upper / w <= _up(jump_c))
+                x[capped] = upper[capped]
+                lin &= ~capped
+                floor &= ~capped
+                passed = moving & floor & (rel_lvl <= _up(jump_c))
+                floor &= ~passed
+                lin |= passed
+                level = np.where(jumped, jump, level)
+                caps_first &= ~jumped
             # (a) caps before any other event: freeze them at their cap, all at once.
             hit = lin & caps_first[site_of_conn] & (cap_lvl <= _up(horizon)[site_of_conn])
             x[hit] = upper[hit]
             lin &= ~hit
             # (b) otherwise the next event is a row tightening and/or floors being reached.
-            m = np.where(caps_first, -np.inf, horizon)
-            row_event = ~caps_first & (m_row <= _up(e_site))
+            m = np.where(caps_first | jumped, -np.inf, horizon)
+            row_event = ~caps_first & ~jumped & (m_row <= _up(e_site))
             tight = t_row <= np.where(row_event, _up(m_row), -np.inf)[site_of_row]
             m_conn = m[site_of_conn]
             if tight.any():
-                in_tight = np.maximum.reduceat(tight[csc.indices].view(np.int8), csc.indptr[:-1])
-                freeze = (lin | floor) & (in_tight > 0)
+                freeze = (lin | floor) & (A.T @ tight.astype(np.float64) > 0)
                 x[freeze] = np.clip(w[freeze] * m_conn[freeze], lower[freeze], upper[freeze])
                 lin &= ~freeze
                 floor &= ~freeze

@@ -1,0 +1,1 @@
+"""Speed and quality benchmarks; each is ``python -m benchmarks.NAME --json``."""
