@@ -150,7 +150,11 @@ def day_sessions(
     if limit is not None:
         rows = rows.head(limit)
     site = site_id or topology.site_ids[0]
-    conn = np.array([topology.connector_index(f"{site}/{s}/1") for s in rows.station_id])
+    index = {name: i for i, name in enumerate(topology.connector_ids)}
+    unknown = [s for s in rows.station_id if f"{site}/{s}/1" not in index]
+    if unknown:
+        raise AmpflowError(f"station_id: {unknown[0]!r} is not a charger of site {site!r}")
+    conn = np.array([index[f"{site}/{s}/1"] for s in rows.station_id], dtype=np.int64)
     step = pd.Timedelta(seconds=dt_s)
     arrival = np.ceil(((rows.arrival - start) / step).to_numpy(dtype=np.float64)).astype(np.int64)
     departure = np.floor(((rows.departure - start) / step).to_numpy(dtype=np.float64)).astype(
