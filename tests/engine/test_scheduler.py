@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from ampflow.engine.errors import ProblemError
 from ampflow.engine.scheduler import (
+    Schedule,
     ScheduleProblem,
     Sessions,
     SolveStatus,
@@ -213,30 +214,20 @@ def test_demand_charge_flattens_the_peak() -> None:
 def test_dr_cap_and_unmet_reasons() -> None:
     upper = np.repeat(_two_bays().b_import[:, None], 4, axis=1)
     upper[_two_bays().site_root_row[0]] = [11, 0, 0, 11]  # a DR event in hours 1-2
-    plan = solve_schedule(
-        ScheduleProblem(
-            _two_bays(),
-            _sessions(e_target_kwh=[30, 10], p_max_kw=[7, 11]),
-            n_steps=4,
-            dt_s=3600,
-            import_price=[0.3] * 4,
-            row_upper=upper,
+
+    def plan_for(sessions: Sessions) -> Schedule:
+        return solve_schedule(
+            ScheduleProblem(
+                _two_bays(), sessions, n_steps=4, dt_s=3600, import_price=[0.3] * 4, row_upper=upper
+            )
         )
-    )
+
+    plan = plan_for(_sessions(e_target_kwh=[30, 10], p_max_kw=[7, 11]))
     assert plan.site_import_kw[0, 1:3].max() <= 1e-9
     # 30 kWh at 7 kW in 4 h is impossible even alone; 22 kWh of room for 40 kWh is a capacity gap.
     assert plan.unmet_reason[0] is UnmetReason.EV_LIMIT
     assert plan.unmet_kwh.sum() == pytest.approx(40 - 22)
-    plan = solve_schedule(
-        ScheduleProblem(
-            _two_bays(),
-            _sessions(e_target_kwh=[10, 20], weight=[1, 3]),
-            n_steps=4,
-            dt_s=3600,
-            import_price=[0.3] * 4,
-            row_upper=upper,
-        )
-    )
+    plan = plan_for(_sessions(e_target_kwh=[10, 20], weight=[1, 3]))
     # The priority session gets all it asked for; the other carries the capacity shortfall.
     assert plan.unmet_reason == (UnmetReason.CAPACITY, UnmetReason.NONE)
     assert plan.unmet_kwh[0] == pytest.approx(8)
