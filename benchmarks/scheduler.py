@@ -17,35 +17,26 @@ import pandas as pd
 from ampflow.engine.reference import solve_pyomo
 from ampflow.engine.scheduler import ScheduleProblem, Sessions, SolveStatus, solve_schedule
 from ampflow.engine.topology import compile_topology
-from ampflow.scenarios.acn import acn_path, caltech_site, day_sessions, read_acn
+from ampflow.scenarios.acn import (
+    CALTECH_TZ,
+    acn_path,
+    caltech_site,
+    caltech_tou_price,
+    day_sessions,
+    read_acn,
+)
+from ampflow.scenarios.demo import caltech_demo_problem
 from benchmarks._common import emit, median_ms, parser, peak_rss_mb
 
-TZ = "US/Pacific"
+TZ = CALTECH_TZ
 DAY = pd.Timestamp("2019-10-29", tz=TZ)
 DT_S = 300
 N_STEPS = 288
 
 
-def tou_price(start: pd.Timestamp, n_steps: int, dt_s: int) -> np.ndarray:
-    """A Southern-California-style time-of-use tariff [USD/kWh]: peak 16-21 h."""
-    hours = (start + pd.to_timedelta(np.arange(n_steps) * dt_s, unit="s")).tz_convert(TZ).hour
-    return np.select(
-        [(hours >= 16) & (hours < 21), (hours >= 8) & (hours < 16)], [0.42, 0.16], 0.12
-    )
-
-
 def caltech_day() -> ScheduleProblem:
-    topo = compile_topology([caltech_site()])
-    df = read_acn(acn_path("caltech_2019-09-01_2019-12-31"))
-    day = day_sessions(df, topo, start=DAY, dt_s=DT_S, limit=50)
-    return ScheduleProblem(
-        topo,
-        day.sessions,
-        n_steps=N_STEPS,
-        dt_s=DT_S,
-        import_price=tou_price(day.start, N_STEPS, DT_S),
-        demand_charge_per_kw=15.0,
-    )
+    """The 50 sessions of 2019-10-29 behind the garage's real 150 kW limit."""
+    return caltech_demo_problem(DAY.strftime("%Y-%m-%d"), import_kw=150.0)
 
 
 def fleet_problem(n_sites: int, n_sessions: int) -> ScheduleProblem:
@@ -81,7 +72,7 @@ def fleet_problem(n_sites: int, n_sessions: int) -> ScheduleProblem:
         sessions,
         n_steps=N_STEPS,
         dt_s=DT_S,
-        import_price=tou_price(pd.Timestamp("2019-06-03", tz=TZ), N_STEPS, DT_S),
+        import_price=caltech_tou_price(pd.Timestamp("2019-06-03", tz=TZ), N_STEPS, DT_S),
         demand_charge_per_kw=15.0,
     )
 

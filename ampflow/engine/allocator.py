@@ -200,7 +200,7 @@ def _admit(
     rank[order] = np.arange(n)
     cand = wants.copy()
     sheddable = cand & (lower > 0)
-    tol = _REL_TOL * (1.0 + np.abs(np.where(np.isfinite(ub), ub, 0.0)))
+    tol = _tol(ub)
     while True:
         over = np.flatnonzero(A @ (lower * cand) > ub + tol)
         if len(over) == 0:
@@ -247,7 +247,7 @@ def _fill(
     """
     A = topology.A
     site_of_conn, site_of_row = topology.connector_site, topology.row_site
-    row_tol = _REL_TOL * (1.0 + np.abs(np.where(np.isfinite(ub), ub, 0.0)))
+    row_tol = _tol(ub)
     x = lower.copy()
     live = upper > lower * (1 + _REL_TOL) + 1e-12
     floor = live & (lower > 0)
@@ -280,7 +280,7 @@ def _fill(
                 jump = np.where(floor_first, np.minimum(m_row, c_site), -np.inf)
                 jump_c = jump[site_of_conn]
                 moving = (lin | floor) & floor_first[site_of_conn]
-                x_try = np.where(moving, np.clip(w * jump_c, lower, upper), np.where(lin, 0.0, x))
+                x_try = np.where(moving, np.clip(w * jump_c, lower, upper), base)
                 fits = A @ x_try <= ub + row_tol
                 jumped = floor_first & np.logical_and.reduceat(fits, row_starts)
                 moving &= jumped[site_of_conn]
@@ -332,9 +332,15 @@ class _SiteMin:
         return out
 
 
+def _tol(values: FloatArray) -> FloatArray:
+    """The relative tolerance at each value (infinite values get the absolute one)."""
+    out: FloatArray = _REL_TOL * (1.0 + np.abs(np.where(np.isfinite(values), values, 0.0)))
+    return out
+
+
 def _up(level: FloatArray) -> FloatArray:
     """A level widened by the relative tolerance, so that ties are taken together."""
-    return level + _REL_TOL * (1.0 + np.abs(np.where(np.isfinite(level), level, 0.0)))
+    return level + _tol(level)
 
 
 def _vector(name: str, value: ArrayLike, n: int) -> FloatArray:

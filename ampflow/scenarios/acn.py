@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
 from ampflow.engine.errors import AmpflowError
 from ampflow.engine.scheduler import Sessions
@@ -23,6 +24,7 @@ __all__ = [
     "DaySessions",
     "acn_path",
     "caltech_site",
+    "caltech_tou_price",
     "day_sessions",
     "read_acn",
 ]
@@ -33,6 +35,8 @@ CALTECH_STATIONS: tuple[str, ...] = tuple(
     + [f"CA-{n}" for n in range(303, 328)]
     + [f"CA-{n}" for n in range(489, 514)]
 )
+
+CALTECH_TZ = "US/Pacific"
 
 _COLUMNS = {
     "requested_energy (kWh)": "requested_kwh",
@@ -116,6 +120,19 @@ def caltech_site(site_id: str = "caltech", *, import_kw: float = 150.0) -> SiteS
         ],
         chargers=chargers,
     )
+
+
+def caltech_tou_price(start: pd.Timestamp, n_steps: int, dt_s: int) -> NDArray[np.float64]:
+    """A Southern-California-style time-of-use tariff for the Caltech model [USD/kWh].
+
+    Peak 16-21 h local at 0.42, mid 8-16 h at 0.16, off-peak 0.12.
+    """
+    local = (start + pd.to_timedelta(np.arange(n_steps) * dt_s, unit="s")).tz_convert(CALTECH_TZ)
+    hours = local.hour
+    price: NDArray[np.float64] = np.select(
+        [(hours >= 16) & (hours < 21), (hours >= 8) & (hours < 16)], [0.42, 0.16], 0.12
+    )
+    return price
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,16 @@ from ampflow.engine.allocator import AllocatorState, allocate
 from ampflow.engine.errors import AmpflowError
 from ampflow.engine.scheduler import Schedule, ScheduleProblem, Sessions, solve_schedule
 from ampflow.engine.topology import Topology, compile_topology
-from ampflow.scenarios.acn import acn_path, caltech_site, day_sessions, read_acn
+from ampflow.scenarios.acn import (
+    CALTECH_TZ,
+    acn_path,
+    caltech_site,
+    caltech_tou_price,
+    day_sessions,
+    read_acn,
+)
 
 __all__ = ["DemoResult", "caltech_demo_problem", "replay_day"]
-
-TZ = "US/Pacific"
 
 
 def caltech_demo_problem(day: str = "2019-10-29", *, import_kw: float = 60.0) -> ScheduleProblem:
@@ -33,7 +38,7 @@ def caltech_demo_problem(day: str = "2019-10-29", *, import_kw: float = 60.0) ->
     topo = compile_topology([caltech_site(import_kw=import_kw)])
     df = read_acn(acn_path("caltech_2019-09-01_2019-12-31"))
     try:
-        start = pd.Timestamp(day, tz=TZ)
+        start = pd.Timestamp(day, tz=CALTECH_TZ)
     except ValueError as exc:
         raise AmpflowError(f"day: expected a date like 2019-10-29, got {day!r}") from exc
     d = day_sessions(df, topo, start=start, dt_s=300)
@@ -41,12 +46,13 @@ def caltech_demo_problem(day: str = "2019-10-29", *, import_kw: float = 60.0) ->
         raise AmpflowError(
             f"day: no sessions on {day!r} in the bundled Caltech data (2019-09-01..2019-12-31)"
         )
-    hours = (d.start + pd.to_timedelta(np.arange(d.n_steps) * 300, unit="s")).tz_convert(TZ).hour
-    price = np.select(
-        [(hours >= 16) & (hours < 21), (hours >= 8) & (hours < 16)], [0.42, 0.16], 0.12
-    )
     return ScheduleProblem(
-        topo, d.sessions, n_steps=d.n_steps, dt_s=300, import_price=price, demand_charge_per_kw=15.0
+        topo,
+        d.sessions,
+        n_steps=d.n_steps,
+        dt_s=300,
+        import_price=caltech_tou_price(d.start, d.n_steps, 300),
+        demand_charge_per_kw=15.0,
     )
 
 

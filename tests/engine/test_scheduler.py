@@ -234,6 +234,19 @@ def test_dr_cap_and_unmet_reasons() -> None:
 
 
 def test_v2g_discharges_into_the_price_spike_within_soc() -> None:
+    def plan_for(sessions: Sessions) -> Schedule:
+        return solve_schedule(
+            ScheduleProblem(
+                _two_bays(11, export_kw=11),
+                sessions,
+                n_steps=4,
+                dt_s=3600,
+                import_price=[0.1, 0.1, 0.1, 0.9],
+                export_price=[0.05, 0.05, 0.05, 0.8],
+                degradation_per_kwh=0.02,
+            )
+        )
+
     sessions = _sessions(
         e_target_kwh=[0, 5],
         p_discharge_max_kw=[0, 11],
@@ -241,17 +254,7 @@ def test_v2g_discharges_into_the_price_spike_within_soc() -> None:
         soc_min_kwh=[np.nan, 30],
         soc_max_kwh=[np.nan, 60],
     )
-    plan = solve_schedule(
-        ScheduleProblem(
-            _two_bays(11, export_kw=11),
-            sessions,
-            n_steps=4,
-            dt_s=3600,
-            import_price=[0.1, 0.1, 0.1, 0.9],
-            export_price=[0.05, 0.05, 0.05, 0.8],
-            degradation_per_kwh=0.02,
-        )
-    )
+    plan = plan_for(sessions)
     assert plan.discharge_kw[1, 3] == pytest.approx(11)
     soc = 40 + np.cumsum(plan.p_kw[1])
     assert soc.min() >= 30 - 1e-9
@@ -259,16 +262,7 @@ def test_v2g_discharges_into_the_price_spike_within_soc() -> None:
     assert plan.costs["export_revenue"] == pytest.approx(11 * 0.8)
     # Without a known state of charge the engine never discharges.
     blind = _sessions(e_target_kwh=[0, 5], p_discharge_max_kw=[0, 11])
-    plan = solve_schedule(
-        ScheduleProblem(
-            _two_bays(11, export_kw=11),
-            blind,
-            n_steps=4,
-            dt_s=3600,
-            import_price=[0.1, 0.1, 0.1, 0.9],
-            export_price=[0.05, 0.05, 0.05, 0.8],
-        )
-    )
+    plan = plan_for(blind)
     assert plan.discharge_kw.max() == 0
 
 
