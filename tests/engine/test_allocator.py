@@ -251,3 +251,49 @@ def test_tree_with_nodes_below_the_site() -> None:
         [SiteSpec("s", import_kw=60, chargers=[ChargerSpec("x", "s", max_kw=22, connectors=2)])]
     )
     np.testing.assert_allclose(allocate(two, [22, 22]).p_kw, [11, 11])
+
+
+def test_cap_within_tolerance_of_a_tight_row_converges() -> None:
+    """A connector whose cap (1e-9 kW) lies within the tolerance of the level at which its rows
+    are tight (0: L2 and L3 allow nothing) is frozen at the level, not at its cap; otherwise the
+    rows would stay over by its load and the site would never fit again."""
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=1,
+                phase_a=(1.0, 0.0, 0.0),
+                chargers=[
+                    ChargerSpec("a", "s", max_kw=22, min_a=0),
+                    ChargerSpec("b", "s", max_kw=22, min_a=0),
+                    ChargerSpec("c", "s", max_kw=7.4, phases=1, phase="L1", min_a=0),
+                ],
+            )
+        ]
+    )
+    res = allocate(topo, [1.0, 1e-9, 1.0])
+    assert topo.violation(res.p_kw).max() == 0
+    # The three-phase connectors load L2 and L3; the single-phase one gets L1's 1 A.
+    np.testing.assert_allclose(res.p_kw, [0, 0, 0.23], atol=1e-12)
+
+
+def test_cap_within_tolerance_above_the_level_still_rises() -> None:
+    """A cap of 1e-9 kW lies within the tolerance of level 0, but the connector is not at it yet:
+    L1 allows 0 A, so it gets 0, not its cap (which would put L1 over by 4e-9 A, and a site
+    whose rows are all tight like this one could then never fit again)."""
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "s",
+                import_kw=10,
+                phase_a=(0.0, 50.0, 50.0),
+                chargers=[
+                    ChargerSpec("a", "s", max_kw=7.4, phases=1, phase="L1", min_a=0),
+                    ChargerSpec("b", "s", max_kw=7.4, phases=1, phase="L2", min_a=0),
+                ],
+            )
+        ]
+    )
+    res = allocate(topo, [1e-9, 5.0])
+    np.testing.assert_array_equal(res.p_kw, [0.0, 5.0])
+    assert topo.violation(res.p_kw).max() == 0
