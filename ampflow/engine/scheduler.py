@@ -26,6 +26,8 @@ exporting at once, and the LP stays convex; a higher export price is therefore n
 
 from __future__ import annotations
 
+import math
+import threading
 import time
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -100,6 +102,10 @@ class Sessions:
         State of charge now and its bounds [kWh]; NaN where unknown.
     weight : array_like, optional
         Priority: multiplies the unmet-energy penalty (default 1).
+    milestone_step, milestone_kwh : array_like, optional
+        A soft early target: ``milestone_kwh`` delivered before ``milestone_step``, priced by
+        ``ScheduleProblem.milestone_penalty_per_kwh`` per kWh short (default none). A robust plan
+        uses it for a driver who may leave before the expected departure.
     ids : sequence of str, optional
     """
 
@@ -113,11 +119,15 @@ class Sessions:
     soc_min_kwh: FloatArray = field(default_factory=lambda: np.zeros(0))
     soc_max_kwh: FloatArray = field(default_factory=lambda: np.zeros(0))
     weight: FloatArray = field(default_factory=lambda: np.zeros(0))
+    milestone_step: IntArray = field(default_factory=lambda: np.zeros(0, dtype=np.int64))
+    milestone_kwh: FloatArray = field(default_factory=lambda: np.zeros(0))
     ids: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         n = int(np.size(self.connector))
-        ints = ("connector", "arrival_step", "departure_step")
+        if np.size(self.milestone_step) == 0 and n > 0:
+            _set(self, "milestone_step", np.zeros(n, dtype=np.int64))
+        ints = ("connector", "arrival_step", "departure_step", "milestone_step")
         for name in ints:
             _set(self, name, _array(name, getattr(self, name), n, np.int64))
         defaults = {
@@ -126,13 +136,14 @@ class Sessions:
             "soc_min_kwh": np.nan,
             "soc_max_kwh": np.nan,
             "weight": 1.0,
+            "milestone_kwh": 0.0,
         }
         for name in ("e_target_kwh", "p_max_kw", *defaults):
             value = getattr(self, name)
             if name in defaults and np.size(value) == 0 and n > 0:
                 value = np.full(n, defaults[name])
             _set(self, name, _array(name, value, n, np.float64))
-        for name in ("e_target_kwh", "p_max_kw", "p_discharge_max_kw"):
+        for name in ("e_target_kwh", "p_max_kw", "p_discharge_max_kw", "milestone_kwh"):
             _require(name, getattr(self, name), lambda v: np.isfinite(v) & (v >= 0), ">= 0")
         _require("weight", self.weight, lambda v: np.isfinite(v) & (v > 0), "> 0")
         _require(
@@ -182,6 +193,15 @@ class ScheduleProblem:
         Penalty per kWh of unmet target; keep it far above any price.
     early_bias_per_kwh : float
         Tie-break cost per kWh, growing linearly from 0 at the first step to this at the last.
+    milestone_penalty_per_kwh : float
+        Cost per kWh short of a session's soft early target (``Sessions.milestone_kwh``); 0
+        ignores the milestones.
+    carbon_intensity_kg_per_kwh : array_like, shape (n_steps,) or (n_sites, n_steps), optional
+        Marginal emissions of imported energy [kg CO2/kWh], e.g. a published MOER forecast.
+    carbon_price_per_kg : float
+        Weight of emissions in the objective [currency/kg CO2]: imported energy costs its price plus
+        this times its intensity, so analysts can trade cost against emissions. Reported as
+        ``costs["carbon"]`` (``costs["energy"]`` stays the bill).
     """
 
     topology: Topology
@@ -198,6 +218,9 @@ class ScheduleProblem:
     degradation_per_kwh: float = 0.0
     unmet_penalty_per_kwh: float = 1000.0
     early_bias_per_kwh: float = 1e-4
+    milestone_penalty_per_kwh: float = 0.0
+    carbon_intensity_kg_per_kwh: ArrayLike | None = None
+    carbon_price_per_kg: float = 0.0
 
     def __post_init__(self) -> None:
         if self.n_steps < 1:
@@ -209,6 +232,8 @@ class ScheduleProblem:
             "degradation_per_kwh",
             "unmet_penalty_per_kwh",
             "early_bias_per_kwh",
+            "milestone_penalty_per_kwh",
+            "carbon_price_per_kg",
         ):
             v = getattr(self, name)
             if not (np.isfinite(v) and v >= 0):
@@ -313,10 +338,11 @@ def solve_schedule(problem: ScheduleProblem, *, time_limit_s: float | None = Non
     t0 = time.perf_counter()
     lp = _build(problem)
     t1 = time.perf_counter()
-    h = highspy.Highs()  # type: ignore[no-untyped-call]
-    h.setOptionValue("output_flag", False)
-    if time_limit_s is not None:
-        h.setOptionValue("time_limit", float(time_limit_s))
+    h = _solver()
+    # HiGHS measures time_limit on a clock that runs over the instance's whole life.
+    limit = math.inf if time_limit_s is None else h.getRunTime() + float(time_limit_s)
+    h.setOptionValue("time_limit", limit)
+    h.setOptionValue("presolve", "choose")
     h.passModel(lp.to_highs())
     run_status = h.run()
     model_status = h.getModelStatus()
@@ -346,6 +372,20 @@ def solve_schedule(problem: ScheduleProblem, *, time_limit_s: float | None = Non
     )
     x = np.asarray(h.getSolution().col_value) if has_solution else None
     return lp.result(problem, status, x, stats)
+
+
+_LOCAL = threading.local()
+
+
+def _solver() -> Any:
+    """This thread's HiGHS instance, reused across solves: creating one costs about 2 ms."""
+    h = getattr(_LOCAL, "highs", None)
+    if h is None:
+        h = _LOCAL.highs = highspy.Highs()  # type: ignore[no-untyped-call]
+    else:
+        h.clear()
+    h.setOptionValue("output_flag", False)
+    return h
 
 
 _STATUS = {
@@ -434,6 +474,7 @@ def _build(problem: ScheduleProblem) -> _Lp:
     _define_power(lp, data)
     _define_topology(lp, data)
     _define_energy(lp, data)
+    _define_milestones(lp, data)
     _define_soc(lp, data)
     _define_grid(lp, data)
     _define_peak(lp, data)
@@ -467,12 +508,20 @@ class _Data:
     d_sess: IntArray
     d_t: IntArray
     problem: ScheduleProblem
+    carbon: FloatArray | None = None  # (n_sites, T) carbon cost per kWh imported, in price_imp
 
     @classmethod
     def from_problem(cls, p: ScheduleProblem) -> _Data:
         topo, s, T = p.topology, p.sessions, p.n_steps
         n_sites, n_rows = topo.n_sites, topo.n_rows
         price_imp = _per_site("import_price", p.import_price, n_sites, T, 0.0)
+        carbon = None
+        if p.carbon_intensity_kg_per_kwh is not None and p.carbon_price_per_kg > 0:
+            intensity = _per_site(
+                "carbon_intensity_kg_per_kwh", p.carbon_intensity_kg_per_kwh, n_sites, T, 0.0
+            )
+            carbon = p.carbon_price_per_kg * intensity
+            price_imp = price_imp + carbon
         price_exp = _per_site("export_price", p.export_price, n_sites, T, 0.0)
         bg = _per_site("background_kw", p.background_kw, n_sites, T, 0.0)
         ub = _per_row("row_upper", p.row_upper, topo.b_import, n_rows, T)
@@ -527,6 +576,7 @@ class _Data:
             d_sess,
             d_t,
             p,
+            carbon,
         )
 
 
@@ -587,6 +637,29 @@ def _define_energy(lp: _Lp, data: _Data) -> None:
     cols = np.concatenate([c, d, u])
     vals = np.concatenate([np.full(len(c), data.dt_h), np.full(len(d), -data.dt_h), np.ones(n)])
     lp.add_rows(data.target, data.target.copy(), rows, cols, vals)
+
+
+def _define_milestones(lp: _Lp, data: _Data) -> None:
+    """``sum_{t < m} (c - d) dt_h + v >= milestone`` per session with one; ``v`` priced."""
+    penalty = data.problem.milestone_penalty_per_kwh
+    s = data.s
+    want = np.minimum(s.milestone_kwh, data.target)
+    has = (want > 0) & (s.milestone_step > 0)
+    if penalty <= 0 or not has.any():
+        return
+    idx = np.flatnonzero(has)
+    slot = np.full(len(s), -1, dtype=np.int64)
+    slot[idx] = np.arange(len(idx))
+    v = lp.blocks["v"] = lp.add_cols(np.full(len(idx), penalty), 0.0, want[idx])
+    c, d = lp.blocks["c"], lp.blocks["d"]
+    in_c = has[data.k_sess] & (data.k_t < s.milestone_step[data.k_sess])
+    in_d = has[data.d_sess] & (data.d_t < s.milestone_step[data.d_sess])
+    rows = np.concatenate([slot[data.k_sess[in_c]], slot[data.d_sess[in_d]], np.arange(len(idx))])
+    cols = np.concatenate([c[in_c], d[in_d], v])
+    vals = np.concatenate(
+        [np.full(in_c.sum(), data.dt_h), np.full(in_d.sum(), -data.dt_h), np.ones(len(idx))]
+    )
+    lp.add_rows(want[idx], np.full(len(idx), np.inf), rows, cols, vals)
 
 
 def _define_soc(lp: _Lp, data: _Data) -> None:
@@ -726,7 +799,9 @@ def _result(
     )
     dt_h = data.dt_h
     exp_price = data.price_exp
-    energy_cost = float((data.price_imp * np.maximum(site_import, 0.0)).sum() * dt_h)
+    imported = np.maximum(site_import, 0.0)
+    carbon_cost = 0.0 if data.carbon is None else float((data.carbon * imported).sum() * dt_h)
+    energy_cost = float((data.price_imp * imported).sum() * dt_h) - carbon_cost
     export_revenue = float((exp_price * np.maximum(-site_import, 0.0)).sum() * dt_h)
     peak_above = np.maximum(site_import.max(axis=1, initial=0.0) - data.sunk, 0.0)
     costs = {
@@ -736,6 +811,11 @@ def _result(
         "degradation": float(p.degradation_per_kwh * discharge.sum() * dt_h),
         "unmet_penalty": float(p.unmet_penalty_per_kwh * (p.sessions.weight * unmet).sum()),
     }
+    if data.carbon is not None:
+        costs["carbon"] = carbon_cost
+    if "v" in lp.blocks:
+        short = np.maximum(x[lp.blocks["v"]], 0.0).sum()
+        costs["milestone_penalty"] = float(p.milestone_penalty_per_kwh * short)
     cost_vec = _cat(lp.col_cost)
     objective = float(cost_vec @ x) + lp.constant
     return Schedule(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -320,3 +321,74 @@ def test_bad_problems_are_named() -> None:
         solve_schedule(ScheduleProblem(topo, _sessions(), n_steps=4, dt_s=60, import_price=[0] * 3))
     with pytest.raises(ProblemError, match="dt_s must be > 0"):
         ScheduleProblem(topo, _sessions(), n_steps=4, dt_s=0, import_price=[0] * 4)
+
+
+def test_time_limit_applies_per_solve_not_over_the_solver_lifetime() -> None:
+    # The HiGHS instance is reused per thread; its clock runs on across solves.
+    from ampflow.scenarios.demo import caltech_demo_problem
+
+    problem = caltech_demo_problem("2019-10-29", import_kw=150)
+    first = solve_schedule(problem)
+    budget = max(0.5, 20 * first.stats.solve_s)
+    spent = 0.0
+    while spent < 2 * budget:
+        plan = solve_schedule(problem, time_limit_s=budget)
+        assert plan.status is SolveStatus.OPTIMAL
+        spent += plan.stats.solve_s
+
+
+def test_a_soft_milestone_pulls_energy_before_it_when_it_pays() -> None:
+    from ampflow.engine.topology import ChargerSpec, SiteSpec, compile_topology
+
+    topo = compile_topology(
+        [SiteSpec("s", import_kw=50, chargers=[ChargerSpec("a", "s", max_kw=11)])]
+    )
+    sessions = Sessions(
+        connector=[0],
+        arrival_step=[0],
+        departure_step=[8],
+        e_target_kwh=[11.0],
+        p_max_kw=[11.0],
+        milestone_step=[4],
+        milestone_kwh=[11.0],
+    )
+    price = [0.5] * 4 + [0.1] * 4  # cheap late: without the milestone, everything goes late
+    base = ScheduleProblem(topo, sessions, n_steps=8, dt_s=3600, import_price=price)
+    late = solve_schedule(base)
+    assert late.p_kw[0, :4].sum() == pytest.approx(0.0, abs=1e-6)
+    assert "milestone_penalty" not in late.costs
+    # A penalty above the price gap (0.4/kWh) buys the energy early; one below it does not.
+    early = solve_schedule(replace(base, milestone_penalty_per_kwh=1.0))
+    assert early.p_kw[0, :4].sum() == pytest.approx(11.0, abs=1e-6)
+    assert early.costs["milestone_penalty"] == pytest.approx(0.0, abs=1e-6)
+    cheap = solve_schedule(replace(base, milestone_penalty_per_kwh=0.2))
+    assert cheap.p_kw[0, :4].sum() == pytest.approx(0.0, abs=1e-6)
+    assert cheap.costs["milestone_penalty"] == pytest.approx(0.2 * 11.0, rel=1e-6)
+
+
+def test_a_carbon_price_moves_charging_to_cleaner_hours() -> None:
+    from ampflow.engine.topology import ChargerSpec, SiteSpec, compile_topology
+
+    topo = compile_topology(
+        [SiteSpec("s", import_kw=50, chargers=[ChargerSpec("a", "s", max_kw=11)])]
+    )
+    sessions = Sessions(
+        connector=[0], arrival_step=[0], departure_step=[4], e_target_kwh=[11.0], p_max_kw=[11.0]
+    )
+    price = [0.10, 0.12, 0.12, 0.12]
+    intensity = [0.9, 0.2, 0.2, 0.2]  # kg CO2/kWh: the cheapest hour is the dirtiest
+    base = ScheduleProblem(
+        topo,
+        sessions,
+        n_steps=4,
+        dt_s=3600,
+        import_price=price,
+        carbon_intensity_kg_per_kwh=intensity,
+    )
+    cheap = solve_schedule(base)
+    assert cheap.p_kw[0, 0] == pytest.approx(11.0)
+    assert "carbon" not in cheap.costs
+    clean = solve_schedule(replace(base, carbon_price_per_kg=0.1))  # 0.07/kWh more at hour 0
+    assert clean.p_kw[0, 0] == pytest.approx(0.0, abs=1e-6)
+    assert clean.costs["energy"] == pytest.approx(11.0 * 0.12)
+    assert clean.costs["carbon"] == pytest.approx(11.0 * 0.2 * 0.1)
