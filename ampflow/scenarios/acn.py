@@ -21,11 +21,13 @@ from ampflow.engine.topology import ChargerSpec, NodeSpec, SiteSpec, Topology
 
 __all__ = [
     "CALTECH_STATIONS",
+    "JPL_STATIONS",
     "DaySessions",
     "acn_path",
     "caltech_site",
     "caltech_tou_price",
     "day_sessions",
+    "jpl_site",
     "read_acn",
 ]
 
@@ -36,8 +38,16 @@ CALTECH_STATIONS: tuple[str, ...] = tuple(
     + [f"CA-{n}" for n in range(489, 514)]
 )
 
+# JPL's 52 EVSEs on three floors of its garage.
+JPL_STATIONS: tuple[str, ...] = tuple(
+    [f"AG-1F{n:02d}" for n in range(1, 15)]
+    + [f"AG-3F{n:02d}" for n in range(15, 34)]
+    + [f"AG-4F{n:02d}" for n in range(34, 53)]
+)
+
 CALTECH_TZ = "US/Pacific"
 
+_OFFSET = r"(?:Z|[+-]\d{2}(?::?\d{2})?)$"
 _COLUMNS = {
     "requested_energy (kWh)": "requested_kwh",
     "delivered_energy (kWh)": "energy_kwh",
@@ -76,6 +86,14 @@ def read_acn(path: str | Path) -> pd.DataFrame:
     for col in ("arrival", "departure", "estimated_departure"):
         if col not in df:
             continue
+        text = df[col].astype(str).str.strip()
+        naive = (text != "") & (text != "nan") & ~text.str.contains(_OFFSET, regex=True)
+        if naive.any():
+            row = int(naive.to_numpy().nonzero()[0][0]) + 1
+            raise AmpflowError(
+                f"{path}: row {row}, column {col!r}: expected a timestamp with a UTC offset, "
+                f"got {text[naive].iloc[0]!r}"
+            )
         try:
             df[col] = pd.to_datetime(df[col], utc=True, format="ISO8601")
         except (ValueError, TypeError) as exc:
@@ -118,6 +136,41 @@ def caltech_site(site_id: str = "caltech", *, import_kw: float = 150.0) -> SiteS
             NodeSpec("panel-a", site_id, import_kw=100.0, phase_a=(250.0, 250.0, 250.0)),
             NodeSpec("panel-b", site_id, import_kw=100.0, phase_a=(250.0, 250.0, 250.0)),
         ],
+        chargers=chargers,
+    )
+
+
+def jpl_site(site_id: str = "jpl", *, import_kw: float = 200.0) -> SiteSpec:
+    """A model of the JPL ACN garage: 52 single-phase 32 A EVSEs at 208 V on three floors.
+
+    Each floor has its own 80 kW panel; chargers are wired line-to-line in rotation. The grid
+    limit is a model choice (ACN-Data does not publish it).
+
+    Parameters
+    ----------
+    site_id : str
+    import_kw : float
+        Grid connection limit [kW].
+    """
+    pairs = ("L1-L2", "L2-L3", "L3-L1")
+    floors = ("floor-1", "floor-3", "floor-4")
+    chargers = [
+        ChargerSpec(
+            sid,
+            floors[(sid[3] == "3") + 2 * (sid[3] == "4")],
+            max_kw=6.656,
+            phases=1,
+            phase=pairs[i % 3],
+            voltage_v=208.0,
+        )
+        for i, sid in enumerate(JPL_STATIONS)
+    ]
+    return SiteSpec(
+        site_id,
+        import_kw=import_kw,
+        voltage_v=float(208 / np.sqrt(3)),
+        phase_a=(600.0, 600.0, 600.0),
+        nodes=[NodeSpec(f, site_id, import_kw=80.0, phase_a=(230.0, 230.0, 230.0)) for f in floors],
         chargers=chargers,
     )
 

@@ -92,3 +92,13 @@ def test_day_window_is_local_midnight() -> None:
     df = read_acn(acn_path("caltech_2019-09-01_2019-12-31"))
     local = df.arrival.dt.tz_convert("US/Pacific")
     assert len(problem.sessions) == int((local.dt.date == pd.Timestamp("2019-10-29").date()).sum())
+
+
+def test_read_acn_refuses_naive_timestamps(tmp_path: Path) -> None:
+    path = tmp_path / "naive.csv"
+    path.write_text(
+        "arrival,departure,requested_energy (kWh),delivered_energy (kWh),station_id,session_id\n"
+        "2019-09-01 09:56:18,2019-09-01 10:35:38-07:00,1.0,1.0,CA-311,a\n"
+    )
+    with pytest.raises(AmpflowError, match=r"row 1, column 'arrival'.*UTC offset"):
+        read_acn(path)

@@ -1,0 +1,340 @@
+"""The planning policies: ``mpc`` (the horizon LP re-solved as time goes on) and ``offline``.
+
+``mpc`` re-plans every ``replan_s`` seconds and whenever an EV arrives, over the sessions that
+are plugged in, on what it knows at that moment: each EV's believed departure and remaining
+energy, the tariff, the caps announced so far, the peak already reached (so the demand charge
+only counts what is new) and the background load held at its current value. Every step the
+real-time allocator follows the plan inside the plan's site envelope and hands out what the plan
+leaves unused (an EV that finished or draws less), so the limits are always feasible for the
+caps in force now.
+
+``offline`` solves one LP over the whole scenario with perfect foresight (true arrivals,
+departures, energy, background and caps): the bound that no causal policy can beat.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+from typing import Protocol
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from ampflow.engine.allocator import AllocatorState, allocate
+from ampflow.engine.errors import AmpflowError
+from ampflow.engine.scheduler import ScheduleProblem, Sessions, SolveStatus, solve_schedule
+from ampflow.engine.topology import Topology
+from ampflow.scenarios.policies import _Base, _demand
+from ampflow.scenarios.simulator import Observation, PolicyContext
+
+__all__ = ["MPC", "Offline", "SessionPredictor"]
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+
+
+class SessionPredictor(Protocol):
+    """What ``mpc`` needs from a session forecaster (see ``ampflow.forecasting``)."""
+
+    def predict_sessions(self, X: pd.DataFrame) -> pd.DataFrame:
+        """Quantiles per session, with columns ``dwell_h_qNN`` [h]."""
+        ...
+
+
+@dataclass
+class _Plan:
+    start: int
+    p_kw: FloatArray  # (n_connectors, horizon)
+    sessions: frozenset[int]
+
+    def at(self, t: int) -> FloatArray | None:
+        k = t - self.start
+        if k >= self.p_kw.shape[1]:
+            return None
+        out: FloatArray = self.p_kw[:, k]
+        return out
+
+
+class MPC(_Base):
+    """Model-predictive control: the horizon LP, re-solved, with the allocator every step.
+
+    Parameters
+    ----------
+    replan_s : int
+        Re-plan at least this often [s]; also on every arrival.
+    dwell_scale : float
+        Plan to finish within this fraction of each EV's believed dwell (robustness against
+        drivers who leave before their estimate); once an EV stays past it, it is urgent.
+    forecaster : object with ``predict_sessions(frame) -> DataFrame``, optional
+        A session forecaster (such as :class:`ampflow.forecasting.SessionForecaster`, fitted only
+        on sessions before the replay). At plug-in it is shown what was known then
+        (:attr:`PolicyContext.plugin_info`), and the plan uses its ``departure_quantile`` of dwell
+        instead of the driver's estimate. Once an EV stays beyond it, it is urgent.
+    early_bias_per_kwh : float
+        Cost per kWh of charging later, rising from 0 now to this at the horizon's end: among
+        plans of equal cost, the one that charges earliest (under the peak already paid for),
+        which is what protects a driver who leaves early.
+    departure_quantile : float
+        Which forecast quantile of departure to plan on: low is robust (energy delivered early),
+        0.5 plans on the median.
+    early_quantile, early_penalty_per_kwh : float
+        A soft early target: every kWh not delivered by the ``early_quantile`` of departure costs
+        ``early_penalty_per_kwh`` in the plan (0 = off). It hedges against early departures at a
+        price the plan weighs against the demand charge, instead of planning on the early
+        quantile outright.
+    horizon_h : float
+        Longest planning horizon [h]; the horizon ends at the last believed departure.
+    time_limit_s : float
+        HiGHS time limit per solve [s].
+    """
+
+    name = "mpc"
+
+    def __init__(
+        self,
+        *,
+        replan_s: int = 300,
+        horizon_h: float = 24.0,
+        dwell_scale: float = 1.0,
+        forecaster: SessionPredictor | None = None,
+        departure_quantile: float = 0.5,
+        early_quantile: float = 0.1,
+        early_penalty_per_kwh: float = 0.0,
+        early_bias_per_kwh: float = 0.01,
+        time_limit_s: float = 5.0,
+    ):
+        self.early_bias_per_kwh = early_bias_per_kwh
+        self.early_quantile = early_quantile
+        self.early_penalty_per_kwh = early_penalty_per_kwh
+        self.replan_s = replan_s
+        self.forecaster = forecaster
+        self.departure_quantile = departure_quantile
+        self.dwell_scale = dwell_scale
+        self.horizon_h = horizon_h
+        self.time_limit_s = time_limit_s
+
+    def reset(self, context: PolicyContext) -> None:
+        super().reset(context)
+        self.plan: _Plan | None = None
+        self.follower = _Follower(self.topo, context.dt_s, memory=False)
+        self.every = max(1, round(self.replan_s / context.dt_s))
+        self.solves = 0
+        self.forecast_step: dict[int, tuple[int, int]] = {}
+
+    def decide(self, obs: Observation) -> FloatArray:
+        t = obs.t
+        present = frozenset(int(s) for s in obs.session)
+        plan = self.plan
+        planned = None if plan is None else plan.at(t)
+        if (
+            plan is None
+            or planned is None
+            or (t - plan.start) % self.every == 0
+            or not present <= plan.sessions
+        ):
+            plan = self.plan = self.replan(obs, present)
+            planned = plan.at(t)
+        assert planned is not None
+        return self.follow(obs, planned)
+
+    def replan(self, obs: Observation, present: frozenset[int]) -> _Plan:
+        ctx, topo, t = self.ctx, self.topo, obs.t
+        early = None
+        if self.forecaster is not None:
+            late, early = self.forecast(obs)
+            obs = replace(obs, departure_step=np.maximum(late, t + 1))
+        if self.dwell_scale != 1.0:
+            dwell = (obs.departure_step - obs.arrival_step) * self.dwell_scale
+            departure = np.maximum(obs.arrival_step + np.ceil(dwell).astype(np.int64), t + 1)
+            obs = replace(obs, departure_step=departure)
+        horizon = int(np.max(obs.departure_step, initial=t + 1)) - t
+        horizon = max(1, min(horizon, round(self.horizon_h * 3600 / ctx.dt_s)))
+        if len(obs) == 0:
+            return _Plan(t, np.zeros((topo.n_connectors, horizon)), present)
+        window = _window(t, horizon, ctx.n_steps)
+        caps = ctx.known_cap_kw(t)[:, window]
+        sessions = _sessions(obs, t)
+        if early is not None and self.early_penalty_per_kwh > 0:
+            sessions = replace(
+                sessions, milestone_step=early - t, milestone_kwh=obs.energy_remaining_kwh
+            )
+        problem = ScheduleProblem(
+            topo,
+            sessions,
+            n_steps=horizon,
+            dt_s=ctx.dt_s,
+            import_price=ctx.import_price[:, window],
+            export_price=ctx.export_price[:, window],
+            row_upper=_row_caps(topo, caps),
+            background_kw=np.repeat(obs.background_kw[:, None], horizon, axis=1),
+            demand_charge_per_kw=ctx.demand_charge_per_kw,
+            sunk_peak_kw=obs.peak_kw,
+            degradation_per_kwh=ctx.degradation_per_kwh,
+            early_bias_per_kwh=self.early_bias_per_kwh,
+            milestone_penalty_per_kwh=self.early_penalty_per_kwh,
+        )
+        schedule = solve_schedule(problem, time_limit_s=self.time_limit_s)
+        self.solves += 1
+        if schedule.status not in (SolveStatus.OPTIMAL,):
+            # No plan this time: the allocator alone keeps the site within its limits.
+            demand = np.zeros((topo.n_connectors, horizon))
+            demand[obs.connector, :] = _demand(obs, ctx.dt_s)[:, None]
+            return _Plan(t, demand, present)
+        return _Plan(t, schedule.connector_power_kw(topo, problem.sessions), present)
+
+    def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
+        return self.follower(obs, planned)
+
+    def forecast(self, obs: Observation) -> tuple[IntArray, IntArray]:
+        """Planned and early departure step of each plugged session, asked once at plug-in."""
+        new = [int(s) for s in obs.session if int(s) not in self.forecast_step]
+        if new and self.ctx.plugin_info is not None and self.forecaster is not None:
+            frame = self.ctx.plugin_info(np.asarray(new, dtype=np.int64))
+            pred = self.forecaster.predict_sessions(frame)
+            arrival = obs.arrival_step[np.searchsorted(obs.session, new)]
+            steps = [
+                arrival + np.maximum(1, np.ceil(self._dwell(pred, q) * 3600 / self.ctx.dt_s))
+                for q in (self.departure_quantile, self.early_quantile)[
+                    : 2 if self.early_penalty_per_kwh > 0 else 1
+                ]
+            ]
+            steps.append(steps[-1])
+            for k, s in enumerate(new):
+                self.forecast_step[s] = (int(steps[0][k]), int(steps[1][k]))
+        pairs = [self.forecast_step[int(s)] for s in obs.session]
+        late = np.array([p[0] for p in pairs], dtype=np.int64)
+        early = np.array([p[1] for p in pairs], dtype=np.int64)
+        return late, np.minimum(early, late)
+
+    @staticmethod
+    def _dwell(pred: pd.DataFrame, q: float) -> FloatArray:
+        col = f"dwell_h_q{round(q * 100):02d}"
+        if col not in pred:
+            raise AmpflowError(
+                f"forecaster: no column {col!r} for quantile {q}; it predicts {list(pred.columns)}"
+            )
+        out: FloatArray = pred[col].to_numpy(dtype=np.float64)
+        return out
+
+
+class Offline(_Base):
+    """Perfect foresight: one LP over the whole scenario, the bound for every causal policy."""
+
+    name = "offline"
+    needs_truth = True
+
+    def __init__(self, *, time_limit_s: float = 600.0):
+        self.time_limit_s = time_limit_s
+
+    def reset(self, context: PolicyContext) -> None:
+        super().reset(context)
+        truth = context.truth
+        assert truth is not None, "the offline policy needs the truth"
+        topo = self.topo
+        sessions = Sessions(
+            connector=truth.connector,
+            arrival_step=truth.arrival_step,
+            departure_step=truth.departure_step,
+            e_target_kwh=truth.energy_kwh,
+            p_max_kw=truth.p_max_kw,
+            p_discharge_max_kw=truth.p_discharge_max_kw,
+            soc_kwh=truth.soc_kwh,
+            soc_min_kwh=truth.soc_min_kwh,
+            soc_max_kwh=truth.soc_max_kwh,
+        )
+        problem = ScheduleProblem(
+            topo,
+            sessions,
+            n_steps=context.n_steps,
+            dt_s=context.dt_s,
+            import_price=context.import_price,
+            export_price=context.export_price,
+            row_upper=_row_caps(topo, truth.cap_kw),
+            background_kw=truth.background_kw,
+            demand_charge_per_kw=context.demand_charge_per_kw,
+            degradation_per_kwh=context.degradation_per_kwh,
+        )
+        self.schedule = solve_schedule(problem, time_limit_s=self.time_limit_s)
+        self.p_kw = self.schedule.connector_power_kw(topo, sessions)
+        self.follower = _Follower(topo, context.dt_s)
+
+    def decide(self, obs: Observation) -> FloatArray:
+        return self.follower(obs, self.p_kw[:, obs.t])
+
+
+class _Follower:
+    """Turns a plan step into feasible limits that respect minimum charging currents.
+
+    An LP plans smooth powers, often below a connector's minimum (6 A), which an EV cannot
+    draw. The follower keeps, per connector, the energy the plan asked for but did not get
+    (``owed``) and adds it back when it can be given at or above the minimum: a sigma-delta
+    rounding of the plan that keeps its energy. The allocator then fits the result into the
+    plan's site envelope (plus what is owed) and the caps in force now, and finally hands out
+    what the plan leaves unused to EVs already charging.
+    """
+
+    def __init__(self, topo: Topology, dt_s: int, *, memory: bool = True):
+        self.topo = topo
+        self.memory = memory
+        self.dt_h = dt_s / 3600
+        self.owed = np.zeros(topo.n_connectors)
+        self.session = np.full(topo.n_connectors, -1, dtype=np.int64)
+        self.state = AllocatorState.initial(topo.n_connectors)
+
+    def __call__(self, obs: Observation, planned: FloatArray) -> FloatArray:
+        topo = self.topo
+        current = np.full(topo.n_connectors, -1, dtype=np.int64)
+        current[obs.connector] = obs.session
+        self.owed[(current != self.session) | (not self.memory)] = 0.0
+        self.session = current
+        demand = np.zeros(topo.n_connectors)
+        demand[obs.connector] = _demand(obs, round(self.dt_h * 3600))
+        discharge = np.minimum(planned, 0.0)
+        discharge[obs.connector] = np.maximum(discharge[obs.connector], -obs.p_discharge_max_kw)
+        charge = np.maximum(planned, 0.0)
+        target = np.minimum(demand, charge + self.owed / self.dt_h)
+        target[discharge < 0] = 0.0
+        envelope = obs.row_upper - topo.A @ discharge
+        roots = topo.site_root_row
+        envelope[roots] = np.minimum(envelope[roots], topo.A[roots] @ target + 1e-9)
+        follow = allocate(topo, target, row_upper=envelope, state=self.state)
+        self.state = follow.state
+        extra = np.maximum(demand - follow.p_kw, 0.0) * (follow.p_kw > 0)
+        given = follow.p_kw
+        if extra.any():
+            given = given + allocate(topo, extra, row_upper=envelope - topo.A @ given).p_kw
+        self.owed = np.maximum(self.owed + (np.minimum(charge, demand) - given) * self.dt_h, 0.0)
+        out: FloatArray = given + discharge
+        return out
+
+
+def _window(t: int, horizon: int, n_steps: int) -> IntArray:
+    """Steps ``t .. t + horizon - 1``, the last step repeated past the end of the scenario."""
+    out: IntArray = np.minimum(np.arange(t, t + horizon), n_steps - 1)
+    return out
+
+
+def _row_caps(topo: Topology, cap_kw: FloatArray) -> FloatArray:
+    """Row import bounds over steps with site caps applied on each grid connection's total."""
+    ub = np.repeat(topo.b_import[:, None], cap_kw.shape[1], axis=1)
+    roots = topo.site_root_row
+    ub[roots] = np.minimum(ub[roots], cap_kw)
+    return ub
+
+
+def _sessions(obs: Observation, t: int) -> Sessions:
+    """The plugged sessions as an LP starting now."""
+    v2g = obs.p_discharge_max_kw > 0
+    return Sessions(
+        connector=obs.connector,
+        arrival_step=np.zeros(len(obs), dtype=np.int64),
+        departure_step=obs.departure_step - t,
+        e_target_kwh=obs.energy_remaining_kwh,
+        p_max_kw=obs.p_max_kw,
+        p_discharge_max_kw=obs.p_discharge_max_kw,
+        soc_kwh=np.where(v2g, obs.soc_kwh, np.nan),
+        soc_min_kwh=np.where(v2g, obs.soc_min_kwh, np.nan),
+        soc_max_kwh=np.where(v2g, obs.soc_max_kwh, np.nan),
+        ids=tuple(str(s) for s in obs.session),
+    )

@@ -1,0 +1,70 @@
+"""``ampflow replay`` and ``ampflow compare`` as a user runs them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from typer.testing import CliRunner
+
+from ampflow.gateway.cli import app
+from ampflow.scenarios.results import METRICS, read_result
+
+runner = CliRunner(env={"COLUMNS": "400", "NO_COLOR": "1"})
+
+
+def test_replay_prints_metrics_as_json_and_writes_netcdf(tiny: Path, tmp_path: Path) -> None:
+    out = tmp_path / "r.nc"
+    res = runner.invoke(app, ["replay", str(tiny), "--policy", "llf", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(METRICS) <= set(m)
+    assert (m["scenario"], m["policy"]) == ("tiny", "llf")
+    assert m["over_limit_kwh"] == 0.0
+    ds = read_result(out)
+    assert ds.attrs["policy"] == "llf"
+    assert float(ds.energy_delivered_kwh.sum()) == m["energy_delivered_kwh"]
+
+
+def test_replay_a_bundled_scenario_by_its_documented_path() -> None:
+    res = runner.invoke(
+        app, ["replay", "scenarios/data/v2g-depot.yaml", "--policy", "allocator", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    m = json.loads(res.stdout.strip().splitlines()[-1])
+    assert m["scenario"] == "v2g-depot"
+    assert m["energy_delivered_fraction"] > 0.99
+
+
+def test_replay_takes_policy_parameters(tiny: Path) -> None:
+    res = runner.invoke(
+        app, ["replay", str(tiny), "--policy", "mpc", "--param", "replan_s=3600", "--json"]
+    )
+    assert res.exit_code == 0, res.output
+    bad = runner.invoke(app, ["replay", str(tiny), "--policy", "mpc", "--param", "colour=red"])
+    assert bad.exit_code == 2
+    assert "colour" in bad.output
+
+
+def test_bad_input_is_a_clear_error_not_a_traceback(tiny: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["replay", str(tmp_path / "nope.yaml")])
+    assert res.exit_code == 2
+    assert "nope.yaml" in res.output
+    res = runner.invoke(app, ["replay", str(tiny), "--policy", "magic"])
+    assert res.exit_code == 2
+    assert "magic" in res.output
+    (tiny.parent / "sessions.csv").write_text("session_id,charger_id\nx,cp-1\n")
+    res = runner.invoke(app, ["replay", str(tiny)])
+    assert res.exit_code == 2
+    assert "sessions.csv" in res.output
+    assert "arrival" in res.output
+
+
+def test_compare_prints_one_table(tiny: Path) -> None:
+    res = runner.invoke(app, ["compare", str(tiny), "--policies", "uncontrolled,edf,offline"])
+    assert res.exit_code == 0, res.output
+    for name in ("uncontrolled", "edf", "offline", "total_cost", "peak_kw"):
+        assert name in res.output
+    res = runner.invoke(app, ["compare", str(tiny), "--policies", "edf,llf", "--json"])
+    data = json.loads(res.stdout.strip().splitlines()[-1])
+    assert set(data) == {"edf", "llf"}
