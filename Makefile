@@ -12,8 +12,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	@touch $(STAMP)
 
+# The live demo: ampflow serve --demo, simulated OCPP stations of a Caltech day at x60, a DR event
+# a minute in, and a live view of site power against its limit (API on :8000). Ctrl-C stops it.
 run: $(STAMP)
-	$(BIN)/ampflow demo
+	$(BIN)/ampflow demo-live
 
 test: lint typecheck pytest
 
@@ -30,6 +32,8 @@ pytest: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m benchmarks.allocator --json
 	$(BIN)/python -m benchmarks.scheduler --json
+	$(BIN)/python -m benchmarks.replay_speed --json
+	$(BIN)/python -m benchmarks.quality --json
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .hypothesis

@@ -97,3 +97,16 @@ def demo(
         )
         console.print(f"OCPP 1.6 ChargingSchedule for {topo.connector_ids[conn]} (first plan):")
         console.print_json(json.dumps(profile))
+
+
+def _register_areas() -> None:
+    # Each area keeps its commands in its own module so the main app stays a table of contents.
+    from ampflow.gateway import cli_forecast, cli_scenarios, cli_server, cli_stations
+
+    cli_server.register(app)
+    cli_scenarios.register(app)
+    cli_stations.register(app)
+    app.add_typer(cli_forecast.app, name="forecast")
+
+
+_register_areas()
