@@ -5,7 +5,8 @@ arrivals seen in that bin divided by the number of times the bin occurred in the
 both smoothed with a circular Gaussian kernel over the week (a Nadaraya-Watson estimate, so bins
 that never occurred borrow from their neighbours). Energy per arriving EV is the empirical
 distribution of delivered energy by local hour of day, falling back to the whole site where an hour
-has few sessions. The MPC uses it to reserve capacity for EVs that have not arrived yet.
+has few sessions; the median dwell of arriving EVs is learned the same way. The MPC uses it to
+reserve capacity for EVs that have not arrived yet.
 """
 
 from __future__ import annotations
@@ -90,6 +91,9 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
         Its quantiles [kWh].
     energy_pool_kwh_ : dict
         Known energies by (site index, hour), for :meth:`sample`.
+    dwell_h_median_ : numpy.ndarray, shape (n_sites, 24)
+        Median dwell (departure - arrival) by local hour of arrival [h], from the sessions whose
+        departure is known (NaN if none), with the same site-wide fallback as the energy.
     window_ : tuple of pandas.Timestamp
         The training window [start, end) (UTC).
     """
@@ -119,8 +123,9 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
         Parameters
         ----------
         X : pandas.DataFrame
-            Sessions: ``arrival`` (tz-aware), optionally ``site_id`` and ``energy_kwh`` [kWh]
-            (NaN for sessions still in progress: counted as arrivals, not in the energy).
+            Sessions: ``arrival`` (tz-aware), optionally ``site_id``, ``energy_kwh`` [kWh] and
+            ``departure`` (tz-aware; NaN/NaT for sessions still in progress: counted as
+            arrivals, not in the energy or the dwell).
         y : None
             Ignored.
         start, end : pandas.Timestamp or str, optional
@@ -173,6 +178,13 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
             energy = pd.to_numeric(rows["energy_kwh"], errors="coerce").to_numpy(dtype=np.float64)
         hours = times.tz_convert(tz).hour.to_numpy()
         self._fit_energy(site_idx, hours, energy, quantiles)
+        dwell_h = np.full(len(rows), np.nan)
+        if "departure" in rows:
+            departure = utc_times(rows, "departure", source="sessions", allow_nat=True)
+            dwell_h = ((departure - arrival[inside]).dt.total_seconds() / 3600.0).to_numpy(
+                dtype=np.float64, na_value=np.nan
+            )
+        self.dwell_h_median_ = self._median_by_hour(site_idx, hours, dwell_h)
         self.quantiles_ = quantiles
         return self
 
@@ -224,6 +236,21 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
         self.energy_quantiles_kwh_ = qs
         self.energy_pool_kwh_ = pool
 
+    def _median_by_hour(
+        self, site_idx: NDArray[np.intp], hours: NDArray[np.int_], values: NDArray[np.float64]
+    ) -> NDArray[np.float64]:
+        out = np.full((len(self.sites_), 24), np.nan)
+        known = np.isfinite(values)
+        for s in range(len(self.sites_)):
+            at_site = known & (site_idx == s)
+            for h in range(24):
+                chosen = values[at_site & (hours == h)]
+                if chosen.size < self.min_sessions:
+                    chosen = values[at_site]
+                if chosen.size:
+                    out[s, h] = np.median(chosen)
+        return out
+
     def predict(
         self, index: pd.DatetimeIndex, *, sites: tuple[str, ...] | None = None
     ) -> pd.DataFrame:
@@ -241,7 +268,8 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
         pandas.DataFrame
             Indexed by (``site_id``, ``time``): ``arrivals`` (expected EVs arriving in the step),
             ``energy_kwh_mean`` and ``energy_kwh_qNN`` (energy per arriving EV [kWh]) and
-            ``expected_energy_kwh`` = arrivals x mean [kWh].
+            ``expected_energy_kwh`` = arrivals x mean [kWh], and ``dwell_h_median`` (median
+            dwell of an EV arriving then [h], NaN if no departure was seen).
 
         Raises
         ------
@@ -268,6 +296,7 @@ class ArrivalForecaster(BaseEstimator):  # type: ignore[misc]
             for j, q in enumerate(self.quantiles_):
                 data[f"energy_kwh_{quantile_label(q)}"] = self.energy_quantiles_kwh_[s, hours, j]
             data["expected_energy_kwh"] = data["arrivals"] * data["energy_kwh_mean"]
+            data["dwell_h_median"] = self.dwell_h_median_[s, hours]
             index_s = pd.MultiIndex.from_arrays(
                 [np.full(len(times), name, dtype=object), times], names=["site_id", "time"]
             )

@@ -28,7 +28,7 @@ from ampflow.engine.topology import Topology
 from ampflow.scenarios.policies import _Base, _demand
 from ampflow.scenarios.simulator import Observation, PolicyContext
 
-__all__ = ["MPC", "Offline", "SessionPredictor"]
+__all__ = ["MPC", "ArrivalPredictor", "Offline", "SessionPredictor"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
@@ -39,6 +39,22 @@ class SessionPredictor(Protocol):
 
     def predict_sessions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Quantiles per session, with columns ``dwell_h_qNN`` [h]."""
+        ...
+
+
+class ArrivalPredictor(Protocol):
+    """What ``mpc`` needs from an arrival forecaster (see ``ampflow.forecasting``).
+
+    ``step_s_`` is the length of the steps ``predict`` counts arrivals in [s].
+    """
+
+    step_s_: int
+
+    def predict(
+        self, index: pd.DatetimeIndex, *, sites: tuple[str, ...] | None = None
+    ) -> pd.DataFrame:
+        """Per (``site_id``, ``time``): ``arrivals`` in the step and ``expected_energy_kwh``
+        [kWh]; optionally ``dwell_h_median`` [h]."""
         ...
 
 
@@ -87,6 +103,38 @@ class MPC(_Base):
         Longest planning horizon [h]; the horizon ends at the last believed departure.
     time_limit_s : float
         HiGHS time limit per solve [s].
+    arrivals : object with ``predict(index, sites=...)`` and ``step_s_``, optional
+        An arrival forecaster (such as :class:`ampflow.forecasting.ArrivalForecaster`, fitted
+        only on sessions before the replay, with site ids as in the scenario). At each re-plan it
+        is asked for the steps from now to the end of the horizon only, and the EVs it expects
+        are added to the LP as *expected arrivals* (below).
+    arrival_block_h : float
+        Expected arrivals are pooled over blocks of this length [h].
+    arrival_weight : float
+        Weight of an expected arrival's unmet-energy penalty, relative to a plugged EV's 1: the
+        plan serves the EVs that are really there first.
+    arrival_dwell_h : float
+        Dwell of an expected arrival [h] where the forecaster gives no ``dwell_h_median``.
+    arrival_min_kwh : float
+        Blocks expecting less energy than this [kWh] add nothing.
+
+    Notes
+    -----
+    **Expected arrivals.** Planning over plugged EVs only, the LP sees an empty future: it
+    spreads each EV over its whole dwell at the lowest peak, and the EVs that arrive later
+    must then raise the peak (or go short). With ``arrivals``, each re-plan adds, per site and
+    per block of ``arrival_block_h`` from now until the last plugged EV's believed departure,
+    ``round(n)`` phantom sessions (at least one) sharing the block's expected energy
+    (expected arrivals ``n`` x mean energy per EV). Each arrives at the block's middle, stays
+    the forecast median dwell of that hour, may draw its connector's maximum, and sits on a
+    connector that is idle then in the plan (a plugged EV's connector frees at its believed
+    departure; connectors are taken in a spread order so that phases and panels share the
+    load). Their unmet energy costs ``arrival_weight`` times a real EV's, so they give way
+    when the site is short, but they still reserve the capacity and the demand-charge peak
+    the future will need, so the plugged EVs charge earlier and flatter. The horizon is
+    extended to their departures (within ``horizon_h``). Only the plugged EVs' part of the
+    plan is followed; the phantoms are re-drawn at every re-plan, and a real arrival
+    triggers one.
     """
 
     name = "mpc"
@@ -103,7 +151,24 @@ class MPC(_Base):
         early_penalty_per_kwh: float = 0.0,
         early_bias_per_kwh: float = 0.01,
         time_limit_s: float = 5.0,
+        arrivals: ArrivalPredictor | None = None,
+        arrival_block_h: float = 1.0,
+        arrival_weight: float = 0.1,
+        arrival_dwell_h: float = 6.0,
+        arrival_min_kwh: float = 0.5,
     ):
+        for name, value in (
+            ("arrival_block_h", arrival_block_h),
+            ("arrival_weight", arrival_weight),
+            ("arrival_dwell_h", arrival_dwell_h),
+        ):
+            if not (np.isfinite(value) and value > 0):
+                raise AmpflowError(f"mpc: {name} must be a finite number > 0, got {value!r}")
+        self.arrivals = arrivals
+        self.arrival_block_h = arrival_block_h
+        self.arrival_weight = arrival_weight
+        self.arrival_dwell_h = arrival_dwell_h
+        self.arrival_min_kwh = arrival_min_kwh
         self.early_bias_per_kwh = early_bias_per_kwh
         self.early_quantile = early_quantile
         self.early_penalty_per_kwh = early_penalty_per_kwh
@@ -121,6 +186,7 @@ class MPC(_Base):
         self.every = max(1, round(self.replan_s / context.dt_s))
         self.solves = 0
         self.forecast_step: dict[int, tuple[int, int]] = {}
+        self.arrival_cache: tuple[int, FloatArray] = (0, np.zeros((3, self.topo.n_sites, 0)))
 
     def decide(self, obs: Observation) -> FloatArray:
         t = obs.t
@@ -148,17 +214,24 @@ class MPC(_Base):
             dwell = (obs.departure_step - obs.arrival_step) * self.dwell_scale
             departure = np.maximum(obs.arrival_step + np.ceil(dwell).astype(np.int64), t + 1)
             obs = replace(obs, departure_step=departure)
+        longest = max(1, round(self.horizon_h * 3600 / ctx.dt_s))
         horizon = int(np.max(obs.departure_step, initial=t + 1)) - t
-        horizon = max(1, min(horizon, round(self.horizon_h * 3600 / ctx.dt_s)))
+        horizon = max(1, min(horizon, longest))
         if len(obs) == 0:
             return _Plan(t, np.zeros((topo.n_connectors, horizon)), present)
-        window = _window(t, horizon, ctx.n_steps)
-        caps = ctx.known_cap_kw(t)[:, window]
         sessions = _sessions(obs, t)
         if early is not None and self.early_penalty_per_kwh > 0:
             sessions = replace(
                 sessions, milestone_step=early - t, milestone_kwh=obs.energy_remaining_kwh
             )
+        n_real = len(sessions)
+        if self.arrivals is not None:
+            expected = self.expected_arrivals(obs, horizon, longest)
+            if len(expected):
+                horizon = max(horizon, int(expected.departure_step.max()))
+                sessions = _append(sessions, expected)
+        window = _window(t, horizon, ctx.n_steps)
+        caps = ctx.known_cap_kw(t)[:, window]
         problem = ScheduleProblem(
             topo,
             sessions,
@@ -181,10 +254,93 @@ class MPC(_Base):
             demand = np.zeros((topo.n_connectors, horizon))
             demand[obs.connector, :] = _demand(obs, ctx.dt_s)[:, None]
             return _Plan(t, demand, present)
-        return _Plan(t, schedule.connector_power_kw(topo, problem.sessions), present)
+        p_kw = np.zeros((topo.n_connectors, horizon))
+        np.add.at(p_kw, sessions.connector[:n_real], schedule.p_kw[:n_real])
+        return _Plan(t, p_kw, present)
+
+    def expected_arrivals(self, obs: Observation, horizon: int, longest: int) -> Sessions:
+        """Phantom sessions for the EVs expected from now until step ``t + horizon``.
+
+        Steps count from now (LP steps). See the class notes for the construction.
+        """
+        ctx, topo, t = self.ctx, self.topo, obs.t
+        assert self.arrivals is not None
+        dt_s = ctx.dt_s
+        step_s = int(self.arrivals.step_s_)
+        block = max(1, round(self.arrival_block_h * 3600 / step_s))
+        first = t * dt_s // step_s  # the forecast step that holds now
+        n_blocks = -(-(t + horizon) * dt_s // step_s - first) // block
+        n, e, dwell = self._arrival_table(first, n_blocks * block)
+        shape = (topo.n_sites, n_blocks, block)
+        n, e, dwell = n.reshape(shape), e.reshape(shape), dwell.reshape(shape)
+        count = n.sum(axis=2)
+        energy = e.sum(axis=2)
+        dwell_h = (n * dwell).sum(axis=2) / np.maximum(count, 1e-12)
+        mid_s = (first + (np.arange(n_blocks) + 0.5) * block) * step_s - t * dt_s
+        arrive = np.maximum(1, np.ceil(mid_s / dt_s)).astype(np.int64)
+        leave = arrive + np.maximum(1, np.ceil(dwell_h * 3600 / dt_s)).astype(np.int64)
+        # A plugged EV's connector is free from its believed departure on (LP steps).
+        free_from = np.zeros(topo.n_connectors, dtype=np.int64)
+        free_from[obs.connector] = obs.departure_step - t
+        parts = []
+        for k in range(topo.n_sites):
+            keep = (arrive < horizon) & (energy[k] >= self.arrival_min_kwh)
+            parts.append(
+                _place(
+                    np.flatnonzero(topo.connector_site == k),
+                    free_from,
+                    arrive[keep],
+                    np.minimum(leave[k, keep], longest),
+                    energy[k, keep],
+                    np.maximum(1, np.round(count[k, keep])).astype(np.int64),
+                )
+            )
+        conn = np.concatenate([q[0] for q in parts])
+        return Sessions(
+            connector=conn,
+            arrival_step=np.concatenate([q[1] for q in parts]),
+            departure_step=np.concatenate([q[2] for q in parts]),
+            e_target_kwh=np.concatenate([q[3] for q in parts]),
+            p_max_kw=topo.p_max_kw[conn],
+            weight=np.full(len(conn), self.arrival_weight),
+            ids=tuple(f"expected-{i}" for i in range(len(conn))),
+        )
 
     def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
         return self.follower(obs, planned)
+
+    def _arrival_table(self, first: int, n: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Expected arrivals, energy [kWh] and dwell [h] per site for forecast steps
+        ``first .. first + n - 1`` (counted from the replay start), shape (n_sites, n).
+
+        Each step is asked of the forecaster once, when a plan first reaches it: never a step
+        that ended before the step that holds now.
+        """
+        assert self.arrivals is not None
+        step_s = int(self.arrivals.step_s_)
+        cached_first, table = self.arrival_cache
+        table = table[:, :, max(0, first - cached_first) :]
+        have = table.shape[2]
+        if have < n:
+            start = self.ctx.start + pd.Timedelta(seconds=(first + have) * step_s)
+            index = pd.date_range(start, periods=n - have, freq=pd.Timedelta(seconds=step_s))
+            pred = self.arrivals.predict(index, sites=self.topo.site_ids)
+            sites = [pd.DataFrame(pred.xs(s, level="site_id")) for s in self.topo.site_ids]
+            new = np.stack([self._arrival_columns(part) for part in sites], axis=1)
+            table = np.concatenate([table, new], axis=2)
+        self.arrival_cache = (first, table)
+        return table[0, :, :n], table[1, :, :n], table[2, :, :n]
+
+    def _arrival_columns(self, part: pd.DataFrame) -> FloatArray:
+        """Arrivals, expected energy [kWh] and dwell [h] of one site's forecast, shape (3, n)."""
+        n = part["arrivals"].to_numpy(dtype=np.float64)
+        e = np.nan_to_num(part["expected_energy_kwh"].to_numpy(dtype=np.float64))
+        dwell = np.full(n.shape, self.arrival_dwell_h)
+        if "dwell_h_median" in part:
+            d = part["dwell_h_median"].to_numpy(dtype=np.float64)
+            dwell = np.where(np.isfinite(d), d, dwell)
+        out: FloatArray = np.stack([n, e, dwell])
+        return out
 
     def forecast(self, obs: Observation) -> tuple[IntArray, IntArray]:
         """Planned and early departure step of each plugged session, asked once at plug-in."""
@@ -307,6 +463,56 @@ class _Follower:
         self.owed = np.maximum(self.owed + (np.minimum(charge, demand) - given) * self.dt_h, 0.0)
         out: FloatArray = given + discharge
         return out
+
+
+_SPREAD = (np.sqrt(5.0) - 1.0) / 2.0
+
+
+def _place(
+    conns: IntArray,
+    free_from: IntArray,
+    arrive: IntArray,
+    leave: IntArray,
+    energy: FloatArray,
+    count: IntArray,
+) -> tuple[IntArray, IntArray, IntArray, FloatArray]:
+    """Put ``count[b]`` EVs sharing ``energy[b]`` of each block on connectors idle from its
+    arrival; ``free_from`` is updated. Returns connector, arrival, departure and energy."""
+    # Golden-ratio order: consecutive picks land far apart in the site's connector list, which
+    # alternates phases and panels, so expected load is spread rather than piled on one feeder.
+    order = conns[np.argsort((conns * _SPREAD) % 1.0, kind="stable")]
+    rows: list[tuple[int, int, int, float]] = []
+    for a, d, e, m in zip(arrive, leave, energy, count, strict=True):
+        idle = order[free_from[order] <= a][:m]
+        free_from[idle] = d
+        rows += [(int(c), int(a), int(d), float(e) / len(idle)) for c in idle]
+    conn, arrival, departure, kwh = zip(*rows, strict=True) if rows else ((), (), (), ())
+    return (
+        np.asarray(conn, dtype=np.int64),
+        np.asarray(arrival, dtype=np.int64),
+        np.asarray(departure, dtype=np.int64),
+        np.asarray(kwh, dtype=np.float64),
+    )
+
+
+def _append(real: Sessions, extra: Sessions) -> Sessions:
+    """``real`` followed by ``extra``, every per-session field concatenated."""
+    fields = (
+        "connector",
+        "arrival_step",
+        "departure_step",
+        "e_target_kwh",
+        "p_max_kw",
+        "p_discharge_max_kw",
+        "soc_kwh",
+        "soc_min_kwh",
+        "soc_max_kwh",
+        "weight",
+        "milestone_step",
+        "milestone_kwh",
+    )
+    joined = {f: np.concatenate([getattr(real, f), getattr(extra, f)]) for f in fields}
+    return Sessions(**joined, ids=real.ids + extra.ids)
 
 
 def _window(t: int, horizon: int, n_steps: int) -> IntArray:
