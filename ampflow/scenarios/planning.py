@@ -269,10 +269,13 @@ class MPC(_Base):
         step_s = int(self.arrivals.step_s_)
         block = max(1, round(self.arrival_block_h * 3600 / step_s))
         first = t * dt_s // step_s  # the forecast step that holds now
-        n_blocks = -(-(t + horizon) * dt_s // step_s - first) // block
-        n, e, dwell = self._arrival_table(first, n_blocks * block)
-        shape = (topo.n_sites, n_blocks, block)
-        n, e, dwell = n.reshape(shape), e.reshape(shape), dwell.reshape(shape)
+        last = -(-(t + horizon) * dt_s // step_s)  # the first forecast step past the horizon
+        n_blocks = -(-(last - first) // block)
+        # Only steps up to the horizon are asked for; a last partial block is padded with none.
+        table = self._arrival_table(first, last - first)
+        pad = ((0, 0), (0, 0), (0, n_blocks * block - (last - first)))
+        table = np.pad(table, pad).reshape(3, topo.n_sites, n_blocks, block)
+        n, e, dwell = table[0], table[1], table[2]
         count = n.sum(axis=2)
         energy = e.sum(axis=2)
         dwell_h = (n * dwell).sum(axis=2) / np.maximum(count, 1e-12)
@@ -309,9 +312,9 @@ class MPC(_Base):
     def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
         return self.follower(obs, planned)
 
-    def _arrival_table(self, first: int, n: int) -> tuple[FloatArray, FloatArray, FloatArray]:
+    def _arrival_table(self, first: int, n: int) -> FloatArray:
         """Expected arrivals, energy [kWh] and dwell [h] per site for forecast steps
-        ``first .. first + n - 1`` (counted from the replay start), shape (n_sites, n).
+        ``first .. first + n - 1`` (counted from the replay start), shape (3, n_sites, n).
 
         Each step is asked of the forecaster once, when a plan first reaches it: never a step
         that ended before the step that holds now.
@@ -329,7 +332,8 @@ class MPC(_Base):
             new = np.stack([self._arrival_columns(part) for part in sites], axis=1)
             table = np.concatenate([table, new], axis=2)
         self.arrival_cache = (first, table)
-        return table[0, :, :n], table[1, :, :n], table[2, :, :n]
+        out: FloatArray = table[:, :, :n]
+        return out
 
     def _arrival_columns(self, part: pd.DataFrame) -> FloatArray:
         """Arrivals, expected energy [kWh] and dwell [h] of one site's forecast, shape (3, n)."""
