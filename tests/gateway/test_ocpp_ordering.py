@@ -168,3 +168,20 @@ def test_a_lost_increase_keeps_the_higher_bound() -> None:
     assert ledger.due(SITE) == [(1, 9.0)]  # sent again, in case it was not applied
     ledger.resolve(1, Answer.ACCEPTED)
     assert ledger.due(SITE) == []
+
+
+def test_keep_never_sends_a_bookkeeping_target() -> None:
+    """A fixed load the allocator assumed (22 kW for a station it could not control) is not a
+    limit: once the station is controllable again nothing is sent until the next decision, and
+    a refresh pending from its reconnect is dropped."""
+    ledger = Ledger()
+    ledger.add(1, SITE, bound_kw=11.0)  # booting: what it enforces is unknown
+    ledger.add(2, SITE, bound_kw=0.0)
+    ledger.set_target(1, 22.0)  # measured above its bound: the fixed load is higher still
+    ledger.refresh(1)
+    ledger.keep(1)
+    assert ledger.slots[1].target_kw == 11.0
+    assert ledger.due(SITE) == []
+    ledger.set_target(1, 4.0)  # the next decision: a share of the site
+    ledger.set_target(2, 6.0)
+    assert ledger.due(SITE) == [(1, 4.0)]

@@ -180,12 +180,19 @@ def test_site_limit_and_dr_cap_hold_with_real_ocpp_traffic(
     assert all(e.accepted for s in sims for e in s.profile_log)
     assert {e.profile.unit for e in sims[1].profile_log} == {"W"}
     assert sims[0].boots == 1  # the station with a password connected
-    # The site limit at every sample, the whole time, start-up included.
+    # The site limit at every sample, the whole time, start-up included: stations booting with
+    # transactions already running are taken as fixed load at their maximum, and that
+    # assumption is never sent to them as a limit.
     peak = max(kw for _, kw in samples)
     if peak > IMPORT_KW + TOL_KW:
-        over_s = 0.02 * sum(kw > IMPORT_KW + TOL_KW for _, kw in samples)
-        pytest.xfail(
-            f"known central-system issue: as the transactions start, full-power TxProfiles "
-            f"reach several stations in one batch before the decreases: {peak:.1f} kW drawn on "
-            f"the {IMPORT_KW:g} kW site for ~{over_s:.2f} s"
+        t_peak = next(t for t, kw in samples if kw == peak)
+        trace = [
+            f"{sim.cfg.station_id} {e.at - t_peak:+.3f} s {e.profile.purpose} "
+            f"{[q.limit for q in e.profile.periods]} {e.profile.unit}"
+            for sim in sims
+            for e in sim.profile_log
+            if abs(e.at - t_peak) < 2.0
+        ]
+        pytest.fail(
+            f"{peak:.1f} kW drawn on the {IMPORT_KW:g} kW site; profiles:\n" + "\n".join(trace)
         )

@@ -141,6 +141,16 @@ class Ledger:
         self.slots[key].stale = True
         self._touch(key)
 
+    def keep(self, key: int) -> None:
+        """Leave the station with what it enforces: the target drops to the bound if above it,
+        and nothing is re-sent (a target that was only bookkeeping, such as a fixed load,
+        must not reach the station as a limit)."""
+        slot = self.slots[key]
+        if slot.target_kw is not None:
+            slot.target_kw = min(slot.target_kw, slot.accepted_kw)
+        slot.stale = False
+        self._touch(key)
+
     def hold(self, key: int, held: bool) -> None:
         """Whether nothing may be sent to this connector (offline, flagged, no transaction)."""
         self.slots[key].held = held

@@ -86,6 +86,7 @@ class _Connector:
     site_id: str
     limit: ConnectorLimit | None = None
     limit_kw: float | None = None  # the loop's last limit (from the store after a restart)
+    fixed: bool = False  # the target is the fixed load the allocator assumed, not a limit
     tx: TxRef | None = None
     status: str = "idle"
     measured_kw: float | None = None
@@ -138,7 +139,7 @@ class ProfileSink:
                 statuses[x.connector_pk] = "unmanaged"
                 continue
             c.limit, c.limit_kw = x, x.limit_kw
-            self.ledger.set_target(x.connector_pk, self._target_kw(c, x.limit_kw))
+            self._set_target(c, x.limit_kw)
             sites.add(c.site_id)
         for site in sorted(sites):
             self._reconcile(site)
@@ -154,15 +155,16 @@ class ProfileSink:
             statuses[pk] = self._status(pk)
         return statuses
 
-    def _target_kw(self, c: _Connector, limit_kw: float) -> float:
+    def _set_target(self, c: _Connector, limit_kw: float) -> None:
         """The ledger target for the loop's limit: the fixed load itself when the allocator took
-        the connector as fixed load at exactly this, else the limit as the station will see it
-        (rounding a fixed load down would leave it above its target, blocking every increase
-        at its site)."""
+        the connector as fixed load at exactly this (rounding it down would leave it above its
+        target, blocking every increase at its site), else the limit as the station will see
+        it. A fixed load is bookkeeping, never sent: see :meth:`_refresh_held`."""
         fixed = self._reported.get(c.info.pk)
-        if fixed is not None and abs(fixed - limit_kw) <= 1e-4:
-            return fixed
-        return self._emitted_kw(c, limit_kw)
+        c.fixed = fixed is not None and abs(fixed - limit_kw) <= 1e-4
+        self.ledger.set_target(
+            c.info.pk, fixed if c.fixed and fixed is not None else self._emitted_kw(c, limit_kw)
+        )
 
     def uncontrollable_kw(self) -> dict[int, float]:
         """Connectors the allocator must take as fixed load [kW], by connector pk."""
@@ -182,12 +184,8 @@ class ProfileSink:
         touched = set()
         for pk, kw in out.items():
             c, slot = self.connectors[pk], self.ledger.slots[pk]
-            if (
-                c.limit_kw is not None
-                and slot.target_kw != kw
-                and self._target_kw(c, c.limit_kw) == kw
-            ):
-                self.ledger.set_target(pk, kw)
+            if c.limit_kw is not None and slot.target_kw != kw and abs(c.limit_kw - kw) <= 1e-4:
+                self._set_target(c, c.limit_kw)
                 touched.add(c.site_id)
         for site in sorted(touched):
             self._reconcile(site)
@@ -303,8 +301,17 @@ class ProfileSink:
         ok = self._is_controllable(st)
         for conn in info.connectors.values():
             c = self.connectors.get(conn.pk)
-            if c is not None:
-                self.ledger.hold(conn.pk, c.tx is None or not ok)
+            if c is None:
+                continue
+            held = c.tx is None or not ok
+            if c.fixed and not held and self.ledger.slots[conn.pk].held:
+                # Released with a fixed load as its target: that was the allocator's pessimistic
+                # assumption (a booting station, an idle connector, a flagged station), not a
+                # share of the site, and sending it could raise several stations at once above
+                # the site's limit. Keep what the station has until the next decision.
+                self.ledger.keep(conn.pk)
+                c.fixed = False
+            self.ledger.hold(conn.pk, held)
 
     def _reconcile(self, site: str) -> None:
         for pk, kw in self.ledger.due(site):
@@ -494,7 +501,7 @@ class ProfileSink:
         for conn in info.connectors.values():  # targets in the unit the station takes
             c = self.connectors.get(conn.pk)
             if c is not None and c.limit_kw is not None:
-                self.ledger.set_target(conn.pk, self._target_kw(c, c.limit_kw))
+                self._set_target(c, c.limit_kw)
         if caps.smart_charging is False or Quirk.NO_SMART_CHARGING in link.quirks:
             self._flag(st, Flag.NO_SMART_CHARGING, hold_s=math.inf)
             return
