@@ -140,7 +140,12 @@ def build_pyomo_model(problem: ScheduleProblem) -> pyo.ConcreteModel:
     m.soc_max = pyo.Param(m.V2G, initialize={s: float(d.soc_max[s]) for s in m.V2G})
     m.unmet_price = pyo.Param(m.SESSIONS, initialize=_table(d.unmet_price))
     m.early_bias = pyo.Param(m.STEPS, initialize=_table(d.early_bias))
-    m.degradation = pyo.Param(initialize=float(problem.degradation_per_kwh))
+    wear = np.broadcast_to(
+        np.asarray(problem.degradation_per_kwh, dtype=np.float64), (len(d.sunk_peak),)
+    )
+    m.degradation = pyo.Param(
+        m.SESSIONS, initialize={s: float(wear[d.site[s]]) for s in m.SESSIONS}
+    )
     m.demand_charge = pyo.Param(initialize=float(problem.demand_charge_per_kw))
 
     # ---- variables ----------------------------------------------------------------------------
@@ -212,7 +217,7 @@ def build_pyomo_model(problem: ScheduleProblem) -> pyo.ConcreteModel:
     )
     m.bias_cost = pyo.Expression(expr=sum(m.early_bias[t] * m.charge[s, t] for s, t in m.WINDOW))
     m.degradation_cost = pyo.Expression(
-        expr=sum(m.degradation * m.discharge[s, t] * m.dt_h for s, t in m.V2G_WINDOW)
+        expr=sum(m.degradation[s] * m.discharge[s, t] * m.dt_h for s, t in m.V2G_WINDOW)
     )
     m.unmet_cost = pyo.Expression(expr=sum(m.unmet_price[s] * m.unmet[s] for s in m.SESSIONS))
     m.demand_cost = pyo.Expression(

@@ -187,8 +187,13 @@ class ScheduleProblem:
         [currency/kW] on the peak above ``sunk_peak_kw``.
     sunk_peak_kw : array_like, shape (n_sites,), optional
         Peak already reached in the billing period [kW]; default 0.
-    degradation_per_kwh : float
-        Battery wear cost per kWh discharged [currency/kWh].
+    degradation_per_kwh : float or array_like, shape (n_sites,)
+        Battery wear cost per kWh discharged [currency/kWh], one for all sites or one per site.
+    discharge_value_per_kwh : array_like, shape (n_steps,) or (n_sites, n_steps), optional
+        What a kWh a V2G EV discharges earns on top of the export price [currency/kWh], such as
+        a DR event's payment per kWh. It is paid on the EV's own net discharge: a V2G EV that
+        charges in that step forgoes it per kWh (so charging and discharging at once earns
+        nothing). Reported as ``costs["discharge_value"]``.
     unmet_penalty_per_kwh : float
         Penalty per kWh of unmet target; keep it far above any price.
     early_bias_per_kwh : float
@@ -215,7 +220,8 @@ class ScheduleProblem:
     background_kw: ArrayLike | None = None
     demand_charge_per_kw: float = 0.0
     sunk_peak_kw: ArrayLike | None = None
-    degradation_per_kwh: float = 0.0
+    degradation_per_kwh: float | ArrayLike = 0.0
+    discharge_value_per_kwh: ArrayLike | None = None
     unmet_penalty_per_kwh: float = 1000.0
     early_bias_per_kwh: float = 1e-4
     milestone_penalty_per_kwh: float = 0.0
@@ -236,7 +242,11 @@ class ScheduleProblem:
             "carbon_price_per_kg",
         ):
             v = getattr(self, name)
-            if not (np.isfinite(v) and v >= 0):
+            try:
+                arr = np.asarray(v, dtype=np.float64)
+            except (TypeError, ValueError) as exc:
+                raise ProblemError(f"{name} must be a finite number >= 0, got {v!r}") from exc
+            if not (np.all(np.isfinite(arr)) and np.all(arr >= 0)):
                 raise ProblemError(f"{name} must be a finite number >= 0, got {v!r}")
         s = self.sessions
         n_conn = self.topology.n_connectors
@@ -509,6 +519,8 @@ class _Data:
     d_t: IntArray
     problem: ScheduleProblem
     carbon: FloatArray | None = None  # (n_sites, T) carbon cost per kWh imported, in price_imp
+    degradation: FloatArray | None = None  # (n_sites,) wear cost per kWh discharged
+    value: FloatArray | None = None  # (n_sites, T) earned per kWh of V2G net discharge
 
     @classmethod
     def from_problem(cls, p: ScheduleProblem) -> _Data:
@@ -555,6 +567,17 @@ class _Data:
         k_sess, k_t = _windows(a, n)
         d_sess, d_t = _windows(a[v2g], n[v2g])
         d_sess = np.flatnonzero(v2g)[d_sess]
+        deg = np.asarray(p.degradation_per_kwh, dtype=np.float64)
+        if deg.ndim:
+            deg = _array("degradation_per_kwh", deg, n_sites, np.float64)
+        degradation = np.broadcast_to(deg, (n_sites,)).astype(np.float64)
+        value = None
+        if p.discharge_value_per_kwh is not None:
+            value = _per_site("discharge_value_per_kwh", p.discharge_value_per_kwh, n_sites, T, 0.0)
+            if not (np.isfinite(value).all() and (value >= 0).all()):
+                raise ProblemError("discharge_value_per_kwh must be finite numbers >= 0")
+            if not value.any():
+                value = None
         return cls(
             T,
             p.dt_s / 3600.0,
@@ -577,6 +600,8 @@ class _Data:
             d_t,
             p,
             carbon,
+            degradation,
+            value,
         )
 
 
@@ -588,13 +613,18 @@ def _define_power(lp: _Lp, data: _Data) -> None:
     k_site = data.site[data.k_sess]
     direct = ~data.grid_site[k_site]  # energy cost sits on the charge variable itself
     cost = bias + np.where(direct, data.price_imp[k_site, data.k_t] * data.dt_h, 0.0)
+    if data.value is not None:  # a V2G EV charging forgoes the value of discharging
+        cost = cost + np.where(data.v2g[data.k_sess], data.value[k_site, data.k_t] * data.dt_h, 0.0)
     ub_c = np.minimum(s.p_max_kw, topo.p_max_kw[conn])[data.k_sess]
     needed = (data.target > 0) | data.v2g
     ub_c = np.where(needed[data.k_sess] & (ub_c >= _MIN_KW), ub_c, 0.0)
     lp.blocks["c"] = lp.add_cols(cost, 0.0, ub_c)
     ub_d = np.minimum(s.p_discharge_max_kw, topo.p_discharge_max_kw[conn])[data.d_sess]
     ub_d = np.where(ub_d >= _MIN_KW, ub_d, 0.0)
-    cost_d = np.full(len(data.d_sess), p.degradation_per_kwh * data.dt_h)
+    assert data.degradation is not None
+    cost_d = data.degradation[data.site[data.d_sess]] * data.dt_h
+    if data.value is not None:
+        cost_d = cost_d - data.value[data.site[data.d_sess], data.d_t] * data.dt_h
     lp.blocks["d"] = lp.add_cols(cost_d, 0.0, ub_d)
     # Background energy of directly-priced sites is a constant of the objective.
     direct_site = ~data.grid_site
@@ -799,6 +829,8 @@ def _result(
     )
     dt_h = data.dt_h
     exp_price = data.price_exp
+    assert data.degradation is not None
+    wear = data.degradation
     imported = np.maximum(site_import, 0.0)
     carbon_cost = 0.0 if data.carbon is None else float((data.carbon * imported).sum() * dt_h)
     energy_cost = float((data.price_imp * imported).sum() * dt_h) - carbon_cost
@@ -808,11 +840,14 @@ def _result(
         "energy": energy_cost,
         "export_revenue": export_revenue,
         "demand_charge": float(p.demand_charge_per_kw * peak_above.sum()),
-        "degradation": float(p.degradation_per_kwh * discharge.sum() * dt_h),
+        "degradation": float((wear[data.site] * discharge.sum(axis=1)).sum() * dt_h),
         "unmet_penalty": float(p.unmet_penalty_per_kwh * (p.sessions.weight * unmet).sum()),
     }
     if data.carbon is not None:
         costs["carbon"] = carbon_cost
+    if data.value is not None:
+        own = np.where(data.v2g[:, None], discharge - charge, 0.0)
+        costs["discharge_value"] = float((data.value[data.site] * own).sum() * dt_h)
     if "v" in lp.blocks:
         short = np.maximum(x[lp.blocks["v"]], 0.0).sum()
         costs["milestone_penalty"] = float(p.milestone_penalty_per_kwh * short)

@@ -692,18 +692,27 @@ class SchedulerPrices:
         payment (or the DR payment alone with ``dr_excludes_export``), time-weighted over the step.
     degradation_per_kwh : Decimal
         Paid to the driver per kWh discharged [currency/kWh].
+    dr_payment : tuple of Decimal
+        The DR payment's part of ``export_price`` [currency/kWh] (0 outside events).
     """
 
     start: datetime
     dt_s: int
     export_price: tuple[Decimal, ...]
     degradation_per_kwh: Decimal
+    dr_payment: tuple[Decimal, ...] = ()
 
     def problem_kwargs(self) -> dict[str, Any]:
-        """``export_price`` and ``degradation_per_kwh`` for
+        """``export_price`` (the grid's part), ``discharge_value_per_kwh`` (the DR payment, on
+        the EV's own discharge) and ``degradation_per_kwh`` for
         :class:`ampflow.engine.scheduler.ScheduleProblem` (which works in floats)."""
+        dr = np.array([float(p) for p in self.dr_payment], dtype=np.float64)
+        total = np.array([float(p) for p in self.export_price], dtype=np.float64)
+        if dr.size != total.size:
+            dr = np.zeros_like(total)
         return {
-            "export_price": np.array([float(p) for p in self.export_price], dtype=np.float64),
+            "export_price": total - dr,
+            "discharge_value_per_kwh": dr,
             "degradation_per_kwh": float(self.degradation_per_kwh),
         }
 
@@ -722,8 +731,9 @@ def scheduler_prices(
     Giving these to ``ScheduleProblem(export_price=..., degradation_per_kwh=...)`` makes the
     plan optimise the money :func:`settle_session` pays the site and the driver together (the
     driver share is a transfer between them). The capacity payment is per kW committed, not per
-    kWh, so it is not a price here. The scheduler values export at ``min(export, import)``, so
-    it will not chase a DR payment above the import price.
+    kWh, so it is not a price here. The DR payment is kept apart (``dr_payment``): it is paid
+    for the EV's own discharge, so the scheduler values it on the discharge itself rather than
+    on the site's export (which it values at ``min(export, import)``).
 
     Examples
     --------
@@ -747,21 +757,26 @@ def scheduler_prices(
     step = timedelta(seconds=dt_s)
     cuts = _cuts(prices, events)
     price_at, event_at = _Lookup(prices), _Lookup(events)
-    out = []
+    out, dr_out = [], []
     with localcontext() as ctx:
         ctx.prec = _PREC
         for k in range(n_steps):
             lo, hi = start + k * step, start + (k + 1) * step
             points = sorted({lo, hi} | {c for c in cuts if lo < c < hi})
-            worth = _ZERO
+            worth = dr_worth = _ZERO
             for a, b in itertools.pairwise(points):
                 e = event_at(a)
+                us, step_us = us_between(b - a), us_between(step)
                 rate = _ZERO if e is None else events[e].payment_per_kwh
+                dr_worth += rate * us / step_us
                 if e is None or not program.dr_excludes_export:
                     p = price_at(a)
                     if p is None:
                         raise SettlementError(f"export_prices: expected a price covering {a}..{b}")
                     rate += prices[p].price_per_kwh
-                worth += rate * us_between(b - a) / us_between(step)
+                worth += rate * us / step_us
             out.append(_fine(worth))
-    return SchedulerPrices(start, dt_s, tuple(out), program.degradation_per_kwh)
+            dr_out.append(_fine(dr_worth))
+    return SchedulerPrices(
+        start, dt_s, tuple(out), program.degradation_per_kwh, dr_payment=tuple(dr_out)
+    )

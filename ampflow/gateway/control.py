@@ -48,8 +48,10 @@ from ampflow.engine.errors import AmpflowError
 from ampflow.engine.scheduler import ScheduleProblem, Sessions, SolveStatus, solve_schedule
 from ampflow.engine.topology import Topology
 from ampflow.engine.units import a_from_kw
+from ampflow.gateway.billing import scheduler_money
 from ampflow.gateway.db import Database
 from ampflow.gateway.db.base import utcnow
+from ampflow.gateway.db.models import Site as SiteModel
 from ampflow.gateway.db.repo import control_state, idempotency
 from ampflow.gateway.db.snapshot import (
     Bounds,
@@ -592,6 +594,7 @@ class ControlLoop:
         status, message = SolveStatus.OPTIMAL, "no sessions to plan"
         if len(ses.pk):
             sessions = self._plan_sessions(snap, ses, start_s, step, T)
+            exp, wear, value = self._settled_money(snap, sessions, start_s, step, T, exp)
             problem = ScheduleProblem(
                 topo,
                 sessions,
@@ -603,6 +606,8 @@ class ControlLoop:
                 row_lower=bounds.lb,
                 # ScheduleProblem takes one demand charge: the highest of the sites.
                 demand_charge_per_kw=max((x.demand_charge_per_kw for x in snap.sites), default=0.0),
+                degradation_per_kwh=wear,
+                discharge_value_per_kwh=value,
             )
             plan = solve_schedule(problem, time_limit_s=self.settings.solver_time_limit_s)
             status, message = plan.status, plan.message or _unmet_message(plan.unmet_kwh, sessions)
@@ -611,6 +616,39 @@ class ControlLoop:
                 site_kw = plan.site_import_kw
         self._store_plan(snap, now, start_s, step, conn_kw, site_kw, bounds, imp, status, message)
         self.plan_count += 1
+
+    def _settled_money(
+        self, snap: Snapshot, sessions: Sessions, start_s: int, step: int, T: int, exp: FloatArray
+    ) -> tuple[FloatArray, FloatArray, FloatArray]:
+        """Export prices, degradation cost and DR payment per site as V2G settlement pays them.
+
+        At a site with a V2G session, a discharged kWh is worth what
+        :func:`ampflow.gateway.billing.settle_v2g` pays for it (the export price series with the
+        site's billing default, and the DR payment on the EV's own discharge during DR events)
+        and costs the degradation the site pays the driver, so the plan is optimised for the
+        money that is actually settled. Other sites keep the plain export price, no wear cost
+        and no DR payment.
+        """
+        topo = snap.topology
+        wear = np.zeros(topo.n_sites)
+        value = np.zeros((topo.n_sites, T))
+        v2g = sessions.p_discharge_max_kw > 0
+        v2g_sites = sorted(set(topo.connector_site[sessions.connector[v2g]].tolist()))
+        if not v2g_sites:
+            return exp, wear, value
+        exp = exp.copy()
+        start = datetime.fromtimestamp(start_s, UTC)
+        with self.db.read() as s:
+            for i in v2g_sites:
+                site = s.get(SiteModel, snap.sites[i].pk)
+                if site is None:
+                    continue
+                money = scheduler_money(s, site, start=start, n_steps=T, dt_s=step)
+                kwargs = money.problem_kwargs()
+                exp[i] = kwargs["export_price"]
+                wear[i] = kwargs["degradation_per_kwh"]
+                value[i] = kwargs["discharge_value_per_kwh"]
+        return exp, wear, value
 
     def _plan_sessions(
         self, snap: Snapshot, ses: _SessionArrays, start_s: int, step: int, T: int

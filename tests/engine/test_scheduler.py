@@ -267,6 +267,86 @@ def test_v2g_discharges_into_the_price_spike_within_soc() -> None:
     assert plan.discharge_kw.max() == 0
 
 
+def test_degradation_is_per_site() -> None:
+    """Two identical V2G sites; discharging pays 0.8 - 0.1 at the spike. Wear of 0.5/kWh at
+    the second site makes it not worth it there, and the cost reports each site's own rate."""
+    topo = compile_topology(
+        [
+            SiteSpec(
+                site,
+                import_kw=11,
+                export_kw=11,
+                chargers=[ChargerSpec(f"{site}-b", site, max_kw=11, bidirectional=True)],
+            )
+            for site in ("cheap", "dear")
+        ]
+    )
+    sessions = Sessions(
+        connector=[0, 1],
+        arrival_step=[0, 0],
+        departure_step=[4, 4],
+        e_target_kwh=[5, 5],
+        p_max_kw=[11, 11],
+        p_discharge_max_kw=[11, 11],
+        soc_kwh=[40, 40],
+        soc_min_kwh=[30, 30],
+        soc_max_kwh=[60, 60],
+    )
+    plan = solve_schedule(
+        ScheduleProblem(
+            topo,
+            sessions,
+            n_steps=4,
+            dt_s=3600,
+            import_price=[0.1, 0.1, 0.1, 0.9],
+            export_price=[0.05, 0.05, 0.05, 0.8],
+            degradation_per_kwh=[0.02, 0.9],
+        )
+    )
+    assert plan.discharge_kw[0, 3] == pytest.approx(11)
+    assert plan.discharge_kw[1].max() == pytest.approx(0)
+    assert plan.costs["degradation"] == pytest.approx(11 * 0.02)
+    with pytest.raises(ProblemError, match="degradation_per_kwh"):
+        ScheduleProblem(
+            topo, sessions, n_steps=4, dt_s=3600, import_price=0.1, degradation_per_kwh=[0.1, -1.0]
+        )
+
+
+def test_a_dr_payment_is_earned_on_the_evs_own_net_discharge() -> None:
+    """1.00 per kWh discharged in the last hour (a DR event) against 0.25 to import: the EV,
+    which must leave with what it came with, buys 11 kWh before and discharges them into the
+    event. The same payment all day is worth nothing: charging forgoes it as much as
+    discharging earns it."""
+    sessions = _sessions(
+        e_target_kwh=[0, 0],
+        p_discharge_max_kw=[0, 11],
+        soc_kwh=[np.nan, 40],
+        soc_min_kwh=[np.nan, 30],
+        soc_max_kwh=[np.nan, 60],
+    )
+
+    def plan_for(value: list[float]) -> Schedule:
+        return solve_schedule(
+            ScheduleProblem(
+                _two_bays(11, export_kw=11),
+                sessions,
+                n_steps=4,
+                dt_s=3600,
+                import_price=[0.25] * 4,
+                export_price=[0.05] * 4,
+                discharge_value_per_kwh=value,
+            )
+        )
+
+    plan = plan_for([0, 0, 0, 1.0])
+    assert plan.discharge_kw[1, 3] == pytest.approx(11.0)
+    assert plan.charge_kw[1].sum() == pytest.approx(11.0)
+    assert plan.costs["discharge_value"] == pytest.approx(11.0)
+    assert plan.costs["export_revenue"] == pytest.approx(11 * 0.05)
+    flat = plan_for([1.0] * 4)
+    assert flat.discharge_kw.max() == pytest.approx(0.0)
+
+
 def test_time_limit_is_a_result() -> None:
     rng = np.random.default_rng(0)
     n = 40

@@ -341,7 +341,10 @@ def test_scheduler_prices_match_what_settlement_pays() -> None:
     )
     assert sp.export_price == (D("0.05"), D("0.05"), D("0.05"), D("0.55"))
     kwargs = sp.problem_kwargs()
-    np.testing.assert_allclose(kwargs["export_price"], [0.05, 0.05, 0.05, 0.55])
+    assert sp.dr_payment == (D(0), D(0), D(0), D("0.15"))
+    # The grid's part on the site's export, the DR payment on the EV's own discharge.
+    np.testing.assert_allclose(kwargs["export_price"], [0.05, 0.05, 0.05, 0.40])
+    np.testing.assert_allclose(kwargs["discharge_value_per_kwh"], [0, 0, 0, 0.15])
     topo = compile_topology(
         [
             SiteSpec(
@@ -383,7 +386,7 @@ def test_scheduler_prices_match_what_settlement_pays() -> None:
         V2gSession("s", "d", "s", intervals), program=program, export_prices=prices, events=[event]
     )
     grid = float(st_.grid_payment)
-    assert grid == pytest.approx(plan.costs["export_revenue"])
+    assert grid == pytest.approx(plan.costs["export_revenue"] + plan.costs["discharge_value"])
     degradation = sum(ln.amount for ln in st_.lines if ln.kind is LineKind.DEGRADATION)
     assert float(degradation) == pytest.approx(plan.costs["degradation"])
 
@@ -395,6 +398,8 @@ def test_scheduler_prices_with_partial_steps_and_exclusive_dr() -> None:
     exclusive = V2gProgram("EUR", D("0.01"), D(0), D(0), dr_excludes_export=True)
     sp = scheduler_prices(prices, program=exclusive, start=T0, n_steps=2, dt_s=3600, events=[event])
     assert sp.export_price == (D("1.05"), D("1.05"))  # half at 0.10, half at 2 instead
+    assert sp.dr_payment == (D(1), D(1))
+    np.testing.assert_allclose(sp.problem_kwargs()["export_price"], [0.05, 0.05])
     with pytest.raises(SettlementError, match="export_prices: expected a price covering"):
         scheduler_prices(prices, program=PROGRAM, start=T0, n_steps=3, dt_s=3600)
     with pytest.raises(SettlementError, match="n_steps: expected an integer > 0"):

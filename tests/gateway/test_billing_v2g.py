@@ -5,10 +5,13 @@ per site against the utility reconcile. SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -16,14 +19,15 @@ from ampflow.engine.settlement import Party
 from ampflow.engine.v2g_statements import site_statements
 from ampflow.gateway import billing
 from ampflow.gateway.api.schemas.sites import SiteCreate
+from ampflow.gateway.control import ControlLoop
 from ampflow.gateway.db import Database
 from ampflow.gateway.db.base import Role
 from ampflow.gateway.db.models import Connector, IdToken, Site
 from ampflow.gateway.db.models_billing import V2gStatementRow
 from ampflow.gateway.db.repo import billing as billing_repo
-from ampflow.gateway.db.repo import sites
+from ampflow.gateway.db.repo import control_state, sessions, sites
 from tests.gateway.billing_kit import Reading, loads, run, tariff
-from tests.gateway.conftest import DEPOT, Api
+from tests.gateway.conftest import DEPOT, Api, make_settings
 
 V2G_SITE: dict[str, Any] = {
     "id": "v2g",
@@ -299,4 +303,63 @@ def test_the_scheduler_is_offered_the_money_settlement_pays(api: Api) -> None:
     expected = [Decimal(x) for x in ("0.10", "0.10", "1.30", "0.10", "0.08")]
     assert list(money.export_price) == expected
     assert money.degradation_per_kwh == Decimal("0.05")
-    assert list(money.problem_kwargs()["export_price"]) == [0.1, 0.1, 1.3, 0.1, 0.08]
+    kwargs = money.problem_kwargs()
+    assert list(kwargs["export_price"]) == pytest.approx([0.1, 0.1, 0.3, 0.1, 0.08])
+    assert list(kwargs["discharge_value_per_kwh"]) == [0, 0, 1.0, 0, 0]
+
+
+def _v2g_plan(api: Api, tmp_path: Path) -> list[float]:
+    """The control loop's plan for a V2G EV (30 of 60 kWh, 15 kWh to add by 18:00) on the V2G
+    site, from 16:00 in 15-minute steps, with imports at 0.25."""
+    with api.db.write() as s:
+        row = sessions.start_session(
+            s,
+            connector_id="v2g/dc-1/1",
+            started_at=JUL1 - Q,
+            targets={
+                "departure_at": JUL1 + 8 * Q,
+                "energy_target_kwh": 15.0,
+                "battery_kwh": 60.0,
+                "ev_max_kw": 20.0,
+            },
+        )
+        row.session.v2g, row.session.soc_pct = True, 50.0
+        pk = row.session.connector_pk
+    settings = make_settings(
+        tmp_path,
+        api.db.url.render_as_string(False),
+        plan_step_s=900,
+        plan_horizon_h=2.0,
+        default_import_price=0.25,
+    )
+    loop = ControlLoop(api.db, settings, clock=lambda: JUL1)
+    asyncio.run(loop.replan())
+    with api.db.read() as s:
+        return list(s.get_one(control_state.ConnectorControl, pk).plan_kw)
+
+
+def test_the_control_loop_plans_on_the_money_settlement_pays(api: Api, tmp_path: Path) -> None:
+    """Discharging at 17:00 earns 0.30 export + 1.00 DR per kWh and costs 0.05 wear, against
+    0.25 to buy it back: the plan discharges at full power through the event and still
+    delivers its 15 kWh."""
+    _setup(api)
+    plan = _v2g_plan(api, tmp_path)
+    assert plan[4] == pytest.approx(-20.0)
+    assert plan[5] == pytest.approx(-20.0)
+    assert sum(plan) * 0.25 == pytest.approx(15.0, abs=1e-3)
+
+
+def test_the_control_loop_weighs_the_wear_settlement_pays(api: Api, tmp_path: Path) -> None:
+    """Without the DR payment, 0.30 export against 0.25 import is worth less than the 0.10 of
+    wear the site pays the driver: the plan does not discharge at all (it would, at the
+    export price alone)."""
+    _setup(api)
+    with api.client() as c:
+        assert (
+            c.patch("/sites/v2g/billing", json={"degradation_per_kwh": "0.10"}).status_code == 200
+        )
+        (event,) = c.get("/dr-events", params={"site_id": "v2g"}).json()
+        assert c.post(f"/dr-events/{event['id']}/cancel").status_code == 200
+    plan = _v2g_plan(api, tmp_path)
+    assert min(plan) >= -1e-6
+    assert sum(plan) * 0.25 == pytest.approx(15.0, abs=1e-3)
