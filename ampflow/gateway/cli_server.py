@@ -105,6 +105,9 @@ def serve(
             app,
             log_level=settings.log_level,
             timeout_graceful_shutdown=10,
+            # OCPP frames are small and frequent: compressing each costs CPU at 1,000s of
+            # stations and saves little (many chargers do not offer it anyway).
+            ws_per_message_deflate=False,
             ssl_certfile=cert,
             ssl_keyfile=key,
         )
