@@ -11,6 +11,12 @@ departure instead of the driver's estimate, with a soft early target at its 10 %
 kWh short), on the ACN weeks. The forecaster is trained only on
 ACN sessions that ended before the replay starts (:func:`ampflow.forecasting.fit_before`).
 
+Rows ``mpc-arrivals`` (issue 8) are ``mpc-forecast`` plus an arrival forecaster
+(:class:`ampflow.forecasting.ArrivalForecaster`, fitted on the same ACN history before the replay
+start): each re-plan adds the EVs expected until the plugged EVs leave as low-weight phantom
+sessions, so the plan reserves capacity and peak for them (see
+:class:`ampflow.scenarios.planning.MPC`).
+
 ``--quick`` replays only the first day of each scenario.
 """
 
@@ -23,7 +29,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ampflow.forecasting import SessionForecaster, fit_before
+from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
 from ampflow.scenarios import BUNDLED, Scenario, bundled_scenario, load_scenario
 from ampflow.scenarios.acn import CALTECH_TZ, acn_path, read_acn
 from ampflow.scenarios.policies import POLICIES, make_policy
@@ -69,14 +75,32 @@ HISTORY = {
 }
 
 
-def forecaster_for(sc: Scenario) -> SessionForecaster | None:
-    """A session forecaster fitted on the site's ACN sessions before the scenario starts."""
+def history_for(sc: Scenario) -> pd.DataFrame | None:
+    """The site's ACN sessions (all of them: the forecasters cut them at the replay start)."""
     files = HISTORY.get(sc.name.split("-")[0])
     if files is None:
         return None
     history = pd.concat([read_acn(acn_path(f)) for f in files], ignore_index=True)
+    history["site_id"] = sc.topology.site_ids[0]
+    return history
+
+
+def forecaster_for(sc: Scenario) -> SessionForecaster | None:
+    """A session forecaster fitted on the site's ACN sessions before the scenario starts."""
+    history = history_for(sc)
+    if history is None:
+        return None
     model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=CALTECH_TZ)
     return fit_before(model, history, sc.start)
+
+
+def arrivals_for(sc: Scenario) -> ArrivalForecaster | None:
+    """An arrival forecaster fitted on the site's ACN sessions before the scenario starts."""
+    history = history_for(sc)
+    if history is None:
+        return None
+    model = ArrivalForecaster(step="15min", timezone=CALTECH_TZ)
+    return fit_before(model, history, sc.start, end=sc.start)
 
 
 def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
@@ -90,9 +114,11 @@ def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
             "early_quantile": 0.1,
             "early_penalty_per_kwh": 2.0,
         }
+        policies["mpc-arrivals"] = {**policies["mpc-forecast"], "arrivals": arrivals_for(sc)}
     for name, params in policies.items():
         t0 = time.perf_counter()
-        m = metrics(simulate(sc, make_policy(name.split("-forecast")[0], **params)))
+        policy = "mpc" if name.startswith("mpc") else name
+        m = metrics(simulate(sc, make_policy(policy, **params)))
         row = {k: (None if m[k] is None else round(float(m[k]), 4)) for k in KEYS}
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         rows[name] = row
