@@ -11,11 +11,9 @@ from __future__ import annotations
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
@@ -26,7 +24,6 @@ from typing import IO, Any
 import httpx
 import pytest
 import sqlalchemy as sa
-import uvicorn
 from pydantic import SecretStr
 from sqlalchemy.engine import make_url
 from typer.testing import CliRunner
@@ -37,6 +34,7 @@ from ampflow.gateway.db import Database
 from ampflow.gateway.db.base import Role
 from ampflow.gateway.db.repo import keys as key_repo
 from ampflow.gateway.settings import Environment, Settings
+from tests.gateway.live import LiveServer
 
 PG_URL = os.environ.get("AMPFLOW_TEST_DATABASE_URL")
 BACKENDS = ["sqlite", *(["postgresql"] if PG_URL else [])]
@@ -115,35 +113,6 @@ def make_key(db: Database, role: Role | str, sites: Sequence[str] = ()) -> str:
     return token
 
 
-class LiveServer:
-    """uvicorn serving an app on an ephemeral 127.0.0.1 port, in a thread."""
-
-    def __init__(self, app: Any) -> None:
-        self.server = uvicorn.Server(uvicorn.Config(app, log_level="warning", ws="none"))
-        # IPPROTO_TCP explicitly: asyncio only sets TCP_NODELAY on sockets whose proto says TCP.
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> LiveServer:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.sock.close()
-
-
 @dataclass
 class Api:
     """A live server with its database, settings and an admin key."""
@@ -207,6 +176,19 @@ def depot(site_id: str = "depot") -> dict[str, Any]:
 
 
 DEPOT = depot()
+
+
+@pytest.fixture
+def site(api: Api) -> Api:
+    """The API on a live server with the :data:`DEPOT` site created."""
+    with api.client() as c:
+        assert c.post("/sites", json=DEPOT).status_code == 201
+    return api
+
+
+def error_messages(body: dict[str, Any]) -> dict[tuple[Any, ...], str]:
+    """An error response's ``detail``: each error's location, as a tuple, to its message."""
+    return {tuple(e["loc"]): e["msg"] for e in body["detail"]}
 
 
 # --- ampflow as a process ------------------------------------------------------------------

@@ -3,22 +3,10 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import pytest
 
-from tests.gateway.conftest import DEPOT, Api
-
-
-def _errors(body: dict[str, Any]) -> dict[tuple[Any, ...], str]:
-    return {tuple(e["loc"]): e["msg"] for e in body["detail"]}
-
-
-@pytest.fixture
-def site(api: Api) -> Api:
-    with api.client() as c:
-        assert c.post("/sites", json=DEPOT).status_code == 201
-    return api
+from tests.gateway.conftest import Api, error_messages
 
 
 def test_session_life_cycle_with_targets(site: Api) -> None:
@@ -44,7 +32,7 @@ def test_session_life_cycle_with_targets(site: Api) -> None:
         )
         r = c.post("/sessions", json={"connector_id": "depot/cp-1/1"})
         assert r.status_code == 409
-        assert "already has open session" in _errors(r.json())[("body", "connector_id")]
+        assert "already has open session" in error_messages(r.json())[("body", "connector_id")]
         r = c.post("/sessions", json={"connector_id": "depot/cp-9/1"})
         assert r.status_code == 409
         departure = (datetime.now(UTC) + timedelta(hours=6)).isoformat()
@@ -117,10 +105,10 @@ def test_meter_values_update_session_energy(site: Api) -> None:
         ]
         r = c.post("/meter-values", json={"values": bad[:1]})
         assert r.status_code == 422
-        assert "does not fit" in _errors(r.json())[("body", "values", 0, "unit")]
+        assert "does not fit" in error_messages(r.json())[("body", "values", 0, "unit")]
         r = c.post("/meter-values", json={"values": [values[0], bad[1]]})
         assert r.status_code == 409
-        assert ("body", "values", 1, "connector_id") in _errors(r.json())
+        assert ("body", "values", 1, "connector_id") in error_messages(r.json())
 
 
 def test_stations_register_and_read(site: Api) -> None:
@@ -149,7 +137,7 @@ def test_stations_register_and_read(site: Api) -> None:
         assert c.get("/stations/CP-001").json() == st
         r = c.post("/stations", json={"id": "CP-002", "site_id": "depot", "charger_id": "cp-1"})
         assert r.status_code == 409
-        assert "already station" in _errors(r.json())[("body", "charger_id")]
+        assert "already station" in error_messages(r.json())[("body", "charger_id")]
         r = c.post("/stations", json={"id": "CP-003", "site_id": "depot", "password": "short"})
         assert r.status_code == 422
         r = c.patch("/stations/CP-001", json={"charger_id": "cp-2", "quirks": ["w_only"]})
@@ -162,5 +150,5 @@ def test_query_times_must_be_rfc3339(site: Api) -> None:
     with site.client() as c:
         r = c.get("/sessions", params={"since": "886"})  # not Unix time
         assert r.status_code == 422
-        assert "RFC 3339" in _errors(r.json())[("query", "since")]
+        assert "RFC 3339" in error_messages(r.json())[("query", "since")]
         assert c.get("/sessions", params={"since": "2030-01-01T00:00:00+01:00"}).json() == []

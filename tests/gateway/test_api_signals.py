@@ -2,22 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import pytest
-
-from tests.gateway.conftest import DEPOT, Api
-
-
-def _errors(body: dict[str, Any]) -> dict[tuple[Any, ...], str]:
-    return {tuple(e["loc"]): e["msg"] for e in body["detail"]}
-
-
-@pytest.fixture
-def site(api: Api) -> Api:
-    with api.client() as c:
-        assert c.post("/sites", json=DEPOT).status_code == 201
-    return api
+from tests.gateway.conftest import Api, error_messages
 
 
 def test_post_list_and_cancel_dr_events(site: Api) -> None:
@@ -81,15 +66,15 @@ def test_dr_event_conflicts(site: Api) -> None:
     with site.client() as c:
         r = c.post("/dr-events", json={**base, "site_id": "unknown", "cap_kw": 20})
         assert r.status_code == 409
-        assert "does not exist" in _errors(r.json())[("body", "site_id")]
+        assert "does not exist" in error_messages(r.json())[("body", "site_id")]
         r = c.post("/dr-events", json={**base, "site_id": "depot", "cap_kw": 2})  # min is 5
         assert r.status_code == 409
-        assert "below the site's minimum" in _errors(r.json())[("body", "cap_kw")]
+        assert "below the site's minimum" in error_messages(r.json())[("body", "cap_kw")]
         ok = {**base, "site_id": "depot", "cap_kw": 20, "id": "dup"}
         assert c.post("/dr-events", json=ok).status_code == 201
         r = c.post("/dr-events", json=ok)
         assert r.status_code == 409
-        assert ("body", "id") in _errors(r.json())
+        assert ("body", "id") in error_messages(r.json())
         assert len(c.get("/dr-events").json()) == 1
 
 
@@ -115,7 +100,7 @@ def test_dr_event_validation(site: Api) -> None:
             }
             r = c.post("/dr-events", json=body)
             assert r.status_code == 422, (extra, r.text)
-            errors = _errors(r.json())
+            errors = error_messages(r.json())
             assert loc in errors, (extra, errors)
             assert msg in errors[loc], (extra, errors)
         assert c.get("/dr-events").json() == []
@@ -140,8 +125,8 @@ def test_price_series(site: Api) -> None:
         overlap = [intervals[1], intervals[0]]
         r = c.post("/prices", json={"site_id": "depot", "intervals": overlap})
         assert r.status_code == 422
-        assert "sorted" in _errors(r.json())[("body", "intervals", 1, "start")]
+        assert "sorted" in error_messages(r.json())[("body", "intervals", 1, "start")]
         r = c.post("/prices", json={"site_id": "depot", "intervals": [], "direction": "sideways"})
-        assert set(_errors(r.json())) == {("body", "intervals"), ("body", "direction")}
+        assert set(error_messages(r.json())) == {("body", "intervals"), ("body", "direction")}
         r = c.post("/prices", json={"site_id": "elsewhere", "intervals": intervals})
         assert r.status_code == 403  # not one of this utility's sites

@@ -39,6 +39,8 @@ from fastapi import Depends, FastAPI, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field
 
+from tests.gateway.live import LiveServer
+
 # -- a throwaway PKI ------------------------------------------------------------------------------
 
 
@@ -276,7 +278,7 @@ Skip = Annotated[int, Query(ge=0)]
 Limit = Annotated[int, Query(ge=0, le=50)]
 
 
-class Vtn3:
+class Vtn3(LiveServer):
     """The VTN app served over HTTPS in a thread; ``bl()`` is a business-logic client."""
 
     VEN_ID, VEN_SECRET = "ampflow-ven", "ven-secret-0123456789"
@@ -289,36 +291,14 @@ class Vtn3:
             webhooks=webhooks,
         )
         self.app = self._app()
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        self.sock.bind(("127.0.0.1", 0))
-        self.url = f"https://127.0.0.1:{self.sock.getsockname()[1]}"
-        self.server = uvicorn.Server(
-            uvicorn.Config(
-                self.app,
-                log_level="warning",
-                ssl_certfile=str(pki.vtn_cert),
-                ssl_keyfile=str(pki.vtn_key),
-                timeout_graceful_shutdown=2,
-            )
+        super().__init__(
+            self.app,
+            scheme="https",
+            what="the test VTN",
+            ssl_certfile=str(pki.vtn_cert),
+            ssl_keyfile=str(pki.vtn_key),
+            timeout_graceful_shutdown=2,
         )
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> Vtn3:
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test VTN did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        self.sock.close()
 
     def bl(self) -> httpx.Client:
         """A business-logic client with a token."""

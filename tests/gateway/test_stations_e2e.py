@@ -6,8 +6,6 @@ the event is cancelled. For OCPP 1.6 and 2.0.1, with a W-only station and a pass
 from __future__ import annotations
 
 import asyncio
-import socket
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,6 @@ from typing import Any
 
 import httpx
 import pytest
-import uvicorn
 
 from ampflow.gateway.api import create_app
 from ampflow.gateway.db import Database
@@ -31,6 +28,7 @@ from ampflow.gateway.stations import (
     StationConfig,
 )
 from tests.gateway.conftest import make_key, make_settings
+from tests.gateway.live import LiveServer
 from tests.gateway.test_stations import run, running, until
 
 IMPORT_KW = 40.0
@@ -52,7 +50,7 @@ def lot() -> dict[str, Any]:
     }
 
 
-class GatewayServer:
+class GatewayServer(LiveServer):
     """The API with the OCPP gateway mounted, on an ephemeral 127.0.0.1 port, in a thread."""
 
     def __init__(self, db: Database, tmp_path: Path) -> None:
@@ -66,30 +64,8 @@ class GatewayServer:
         self.gateway = OcppGateway(db, settings)
         app = create_app(settings, db=db, sink=self.gateway.sink, commands=self.gateway.commands)
         self.gateway.mount(app)
-        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        self.sock.bind(("127.0.0.1", 0))
-        port = self.sock.getsockname()[1]
-        self.url, self.ws = f"http://127.0.0.1:{port}", f"ws://127.0.0.1:{port}/ocpp"
-        self.server = uvicorn.Server(
-            uvicorn.Config(app, log_level="warning", ws="websockets-sansio")
-        )
-        self.thread = threading.Thread(
-            target=self.server.run, kwargs={"sockets": [self.sock]}, daemon=True
-        )
-
-    def __enter__(self) -> GatewayServer:
-        self.thread.start()
-        deadline = time.monotonic() + 30
-        while not self.server.started:
-            if time.monotonic() > deadline or not self.thread.is_alive():
-                raise RuntimeError("the test server did not start")
-            time.sleep(0.01)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.server.should_exit = True
-        self.thread.join(timeout=30)
-        self.sock.close()
+        super().__init__(app, timeout_s=30.0, ws="websockets-sansio")
+        self.ws = f"ws://127.0.0.1:{self.port}/ocpp"
 
 
 @pytest.fixture

@@ -28,6 +28,31 @@ def sessions_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def default_sessions(**change: object) -> pd.DataFrame:
+    """The sessions :func:`write_scenario` writes by default: ``a`` (30 kWh on cp-1, 00:10 to
+    04:00) and ``b`` (10 kWh on cp-2, 01:00 to 05:00), with ``change`` applied to ``b``."""
+    rows: list[dict[str, object]] = [
+        {
+            "session_id": "a",
+            "charger_id": "cp-1",
+            "arrival": "2026-03-02T00:10:00+01:00",
+            "departure": "2026-03-02T04:00:00+01:00",
+            "energy_kwh": 30.0,
+            "max_kw": 11.0,
+        },
+        {
+            "session_id": "b",
+            "charger_id": "cp-2",
+            "arrival": "2026-03-02T01:00:00+01:00",
+            "departure": "2026-03-02T05:00:00+01:00",
+            "energy_kwh": 10.0,
+            "max_kw": 7.4,
+        },
+    ]
+    rows[1].update(change)
+    return pd.DataFrame(rows)
+
+
 def write_scenario(
     folder: Path,
     *,
@@ -41,26 +66,7 @@ def write_scenario(
     folder.mkdir(parents=True, exist_ok=True)
     start = pd.Timestamp(START)
     if sessions is None:
-        sessions = pd.DataFrame(
-            [
-                {
-                    "session_id": "a",
-                    "charger_id": "cp-1",
-                    "arrival": "2026-03-02T00:10:00+01:00",
-                    "departure": "2026-03-02T04:00:00+01:00",
-                    "energy_kwh": 30.0,
-                    "max_kw": 11.0,
-                },
-                {
-                    "session_id": "b",
-                    "charger_id": "cp-2",
-                    "arrival": "2026-03-02T01:00:00+01:00",
-                    "departure": "2026-03-02T05:00:00+01:00",
-                    "energy_kwh": 10.0,
-                    "max_kw": 7.4,
-                },
-            ]
-        )
+        sessions = default_sessions()
     if prices is None:
         times = pd.date_range(start, periods=hours, freq="h")
         prices = pd.DataFrame(

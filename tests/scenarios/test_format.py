@@ -12,30 +12,7 @@ import pytest
 from ampflow.scenarios import BUNDLED, build_bundled, bundled_scenario, load_scenario
 from ampflow.scenarios.format import ScenarioError
 from ampflow.scenarios.tables import TimeOfDayLimit, _Grid, tod_caps
-from tests.scenarios.conftest import write_scenario
-
-
-def _sessions(**change: object) -> pd.DataFrame:
-    rows = [
-        {
-            "session_id": "a",
-            "charger_id": "cp-1",
-            "arrival": "2026-03-02T00:10:00+01:00",
-            "departure": "2026-03-02T04:00:00+01:00",
-            "energy_kwh": 30.0,
-            "max_kw": 11.0,
-        },
-        {
-            "session_id": "b",
-            "charger_id": "cp-2",
-            "arrival": "2026-03-02T01:00:00+01:00",
-            "departure": "2026-03-02T05:00:00+01:00",
-            "energy_kwh": 10.0,
-            "max_kw": 7.4,
-        },
-    ]
-    rows[1].update(change)
-    return pd.DataFrame(rows)
+from tests.scenarios.conftest import default_sessions, write_scenario
 
 
 def test_loads_sites_sessions_and_prices(tiny: Path) -> None:
@@ -74,7 +51,7 @@ def test_loads_sites_sessions_and_prices(tiny: Path) -> None:
 def test_bad_session_names_file_row_and_column(
     tmp_path: Path, change: dict[str, object], column: str, expected: str
 ) -> None:
-    path = write_scenario(tmp_path / "s", sessions=_sessions(**change))
+    path = write_scenario(tmp_path / "s", sessions=default_sessions(**change))
     with pytest.raises(ScenarioError) as info:
         load_scenario(path)
     err = info.value
@@ -85,7 +62,7 @@ def test_bad_session_names_file_row_and_column(
 
 
 def test_overlapping_sessions_on_one_connector_are_refused(tmp_path: Path) -> None:
-    rows = _sessions(charger_id="cp-2")
+    rows = default_sessions(charger_id="cp-2")
     rows.loc[0, "max_kw"] = 7.4
     rows = pd.concat([rows.iloc[[1]], rows.iloc[[1]].assign(session_id="c")])
     rows.loc[:, "charger_id"] = "cp-2"
@@ -95,7 +72,7 @@ def test_overlapping_sessions_on_one_connector_are_refused(tmp_path: Path) -> No
 
 
 def test_sessions_fill_free_connectors_of_a_multi_connector_charger(tmp_path: Path) -> None:
-    rows = _sessions(charger_id="cp-1", max_kw=11.0)
+    rows = default_sessions(charger_id="cp-1", max_kw=11.0)
     sc = load_scenario(write_scenario(tmp_path / "s", sessions=rows))
     assert list(sc.sessions.connector) == [1, 2]
     assert list(sc.sessions.column) == [0, 1]
@@ -105,7 +82,7 @@ def test_sessions_fill_free_connectors_of_a_multi_connector_charger(tmp_path: Pa
 
 
 def test_v2g_needs_a_bidirectional_charger(tmp_path: Path) -> None:
-    rows = _sessions(battery_kwh=60.0, soc_arrival=0.5, v2g="true")
+    rows = default_sessions(battery_kwh=60.0, soc_arrival=0.5, v2g="true")
     rows.loc[0, ["battery_kwh", "soc_arrival", "v2g"]] = [60.0, 0.4, "false"]
     with pytest.raises(ScenarioError, match="not bidirectional"):
         load_scenario(write_scenario(tmp_path / "s", sessions=rows))
@@ -116,7 +93,7 @@ def test_v2g_needs_a_bidirectional_charger(tmp_path: Path) -> None:
 
 
 def test_energy_beyond_the_battery_is_refused(tmp_path: Path) -> None:
-    rows = _sessions(battery_kwh=20.0, soc_arrival=0.9)
+    rows = default_sessions(battery_kwh=20.0, soc_arrival=0.9)
     rows.loc[0, ["battery_kwh", "soc_arrival"]] = [60.0, 0.1]
     with pytest.raises(ScenarioError, match="fits in the battery"):
         load_scenario(write_scenario(tmp_path / "s", sessions=rows))
