@@ -3,7 +3,8 @@
 ``mpc`` re-plans every ``replan_s`` seconds and whenever an EV arrives, over the sessions that
 are plugged in, on what it knows at that moment: each EV's believed departure and remaining
 energy, the tariff, the caps announced so far, the peak already reached (so the demand charge
-only counts what is new) and the background load held at its current value. Every step the
+only counts what is new), the background load held at its current value and, given an arrival
+forecaster, the EVs expected to arrive before the plugged ones leave. Every step the
 real-time allocator follows the plan inside the plan's site envelope and hands out what the plan
 leaves unused (an EV that finished or draws less), so the limits are always feasible for the
 caps in force now.
@@ -137,13 +138,16 @@ class MPC(_Base):
     Only the plugged EVs' part of the plan is followed; the phantoms are re-drawn at every
     re-plan, and a real arrival triggers one.
 
-    Chosen by replaying the ACN weeks (``benchmarks/quality.py``): reserving for arrivals cuts
-    the cost gap to the offline bound from 5-7 % to about 1 % at equal energy on
-    ``caltech-week-dr`` and ``jpl-week``; on ``caltech-week`` the flatter plan leaves about
-    0.6 % less energy to drivers who leave well before their forecast. Block lengths of 1-2 h
-    and weights of 0.1-1 give the same results within 0.3 %; extending the horizon to the
+    Chosen by replaying the ACN weeks (``benchmarks/quality.py``, with the session forecaster):
+    reserving for arrivals cuts the cost gap to the offline bound from 5.3 % to 1.0 % with
+    1 point more energy on ``caltech-week-dr``, and from +0.4 % to -2.2 % at equal energy on
+    ``jpl-week``; on ``caltech-week`` from 7.0 % to 0.4 %, but the flatter plan leaves 0.7
+    point less energy to drivers who leave well before their forecast. Blocks of 1-2 h and
+    weights of 0.1-1 give the same results within 0.3 %. Extending the horizon to the
     phantoms' departures instead of taking their energy pro rata costs 10-70 % more replay
-    time for no better result.
+    time for no better result. The phantoms make each LP about 1.5-2 times larger: a replay
+    takes 0.75 s per site-day on ``caltech-week`` (0.48 blind), 3.4 on the busier
+    ``jpl-week`` (1.9 blind).
     """
 
     name = "mpc"

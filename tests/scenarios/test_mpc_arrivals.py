@@ -219,6 +219,9 @@ def test_no_peeking_the_arrival_forecaster_is_fitted_before_the_replay(tmp_path:
         history = _history(energy_after, extra_after)
         model = fit_before(ArrivalForecaster(timezone="UTC"), history, sc.start, end=sc.start)
         assert model.window_[1] == sc.start
+        # The dwell it learns is the 2 h seen before the start, not the 5 h after it.
+        day = pd.date_range(sc.start, periods=24, freq="h")
+        np.testing.assert_allclose(model.predict(day).dwell_h_median, 2.0)
         runs.append(simulate(sc, make_policy("mpc", arrivals=model)))
     # What happened from the replay start on (the replay's own sessions and any others) changes
     # nothing: the forecast, hence the replay, is the same.
