@@ -22,7 +22,6 @@ import argparse
 import asyncio
 import json
 import os
-import re
 import signal
 import socket
 import subprocess
@@ -30,7 +29,6 @@ import sys
 import tempfile
 import threading
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -39,12 +37,18 @@ from typing import Any
 
 import numpy as np
 import sqlalchemy as sa
-from sqlalchemy.engine import make_url
 
-from benchmarks._common import emit, parser
+from benchmarks._common import (
+    SECRET,
+    SERVING_ON,
+    emit,
+    parser,
+    pg_schema,
+    pg_url,
+    serve_command,
+    serve_env,
+)
 
-SECRET = "benchmark-secret-key-0123456789abcdef"
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 HOST = "127.0.0.1"
 
 
@@ -272,7 +276,7 @@ class Server:
         assert self.proc.stdout is not None
         deadline = time.monotonic() + 120
         for line in self.proc.stdout:
-            m = re.search(r"serving on (http://[\d.]+:\d+)", line)
+            m = SERVING_ON.search(line)
             if m:
                 self.url = m.group(1)
                 break
@@ -363,55 +367,15 @@ def _parse_head(head: bytes) -> tuple[int, int]:
     raise RuntimeError(f"response without Content-Length: {head[:200]!r}")
 
 
-def _env(url: str, data_dir: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("AMPFLOW_")}
-    env.update(
-        {
-            "AMPFLOW_DATABASE_URL": url,
-            "AMPFLOW_DATA_DIR": data_dir,
-            "AMPFLOW_ENVIRONMENT": "test",
-            "AMPFLOW_SECRET_KEY": SECRET,
-            "AMPFLOW_LOG_LEVEL": "warning",
-            "PYTHONUNBUFFERED": "1",
-        }
-    )
-    return env
-
-
-def _pg_url() -> str | None:
-    url = (
-        os.environ.get("AMPFLOW_BENCH_DATABASE_URL")
-        or os.environ.get("AMPFLOW_TEST_DATABASE_URL")
-        or DEFAULT_PG
-    )
-    try:
-        engine = sa.create_engine(url, poolclass=sa.NullPool, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        engine.dispose()
-    except (sa.exc.OperationalError, sa.exc.ArgumentError, ImportError):
-        return None
-    return url
-
-
 @contextmanager
 def _database(backend: str, tmp: Path) -> Iterator[str]:
     if backend == "sqlite":
         yield f"sqlite:///{tmp / 'bench.db'}"
         return
-    base = _pg_url()
+    base = pg_url()
     assert base is not None
-    schema = f"ampflow_bench_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine(base, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema(base) as url:
+        yield url
 
 
 def run_backend(backend: str, args: argparse.Namespace, bare: dict[str, Any]) -> dict[str, Any]:
@@ -419,9 +383,7 @@ def run_backend(backend: str, args: argparse.Namespace, bare: dict[str, Any]) ->
         made = seed(
             url, sites=args.sites, chargers=args.chargers, days=args.days, cadence_s=args.cadence_s
         )
-        server = Server(
-            [str(Path(sys.executable).parent / "ampflow"), "serve", "--port", "0"], _env(url, tmp)
-        )
+        server = Server(serve_command(), serve_env(url, tmp))
         try:
             state = load(
                 server.url,
@@ -519,7 +481,7 @@ def main() -> None:
         "bare_fastapi": bare,
     }
     for backend in args.backends.split(","):
-        if backend == "postgresql" and _pg_url() is None:
+        if backend == "postgresql" and pg_url() is None:
             result[backend] = "unreachable"
             continue
         result[backend] = run_backend(backend, args, bare)

@@ -29,110 +29,46 @@ import argparse
 import asyncio
 import contextlib
 import os
-import re
 import statistics
-import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from benchmarks._common import emit, parser
+from benchmarks._common import (
+    at_full_power,
+    at_most,
+    dr_event,
+    emit,
+    parser,
+    seed_fleet,
+    serve_env,
+    serving_url,
+    sim_station,
+    start_serve,
+    stop_process,
+    wait_all,
+)
 
-SECRET = "benchmark-secret-key-0123456789abcdef"
 KW = 11.0  # per charger
 TARGET_S = 2.0
 
 
 def seed(url: str, n: int) -> str:
     """The three sites, their chargers and stations, rising prices; returns an admin key."""
-    from ampflow.engine.topology import ChargerSpec, SiteSpec
-    from ampflow.gateway.db import Database
-    from ampflow.gateway.db.base import Role, SignalKind
-    from ampflow.gateway.db.repo import keys, signals, stations
-    from ampflow.gateway.db.repo import sites as site_repo
-
-    db = Database(url)
-    db.upgrade()
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    step = timedelta(minutes=15)
-    layout = {"fleet": n, "solo": 1, "idle": 1}
-    with db.write() as s:
-        for site, count in layout.items():
-            chargers = [ChargerSpec(f"{site}-{i:04d}", site, max_kw=KW) for i in range(count)]
-            spec = SiteSpec(site, import_kw=2 * KW * count, chargers=chargers)
-            site_repo.create_site(s, spec, site_repo.SiteInfo(timezone="UTC"))
-            if site != "idle":
-                for c in chargers:
-                    stations.register_station(s, station_id=c.id, site_id=site, charger_id=c.id)
-            signals.create_signal(
-                s,
-                site_id=site,
-                kind=SignalKind.IMPORT_PRICE,
-                intervals=[
-                    signals.IntervalSpec(now + k * step, now + (k + 1) * step, 0.10 + 0.001 * k)
-                    for k in range(-4, 96)
-                ],
-                currency="EUR",
-            )
-        _, token = keys.create_api_key(s, role=Role.ADMIN, pepper=SECRET.encode())
-    db.dispose()
-    return token
+    fleet = [(f"fleet-{i:04d}", f"fleet-{i:04d}") for i in range(n)]
+    sites: dict[str, Sequence[tuple[str, str | None]]] = {
+        "fleet": fleet,
+        "solo": [("solo-0000", "solo-0000")],
+        "idle": [("idle-0000", None)],
+    }
+    return seed_fleet(url, sites, kw=KW)
 
 
 # -- the stations ---------------------------------------------------------------------------------
-
-
-def limit_kw(station: Any) -> float:
-    """What the station's profiles allow its connector now [kW]."""
-    c = station.core.connector(1)
-    limit_w, _ = station.core.profiles.limit(1, datetime.now(UTC), station.cfg, c.tx)
-    return float(limit_w) / 1000.0
-
-
-def at_full_power(station: Any) -> bool:
-    """Charging under an accepted TxProfile of the whole charger."""
-    c = station.core.connector(1)
-    if c.tx is None or not any(
-        e.accepted and e.profile.purpose == "TxProfile" for e in station.profile_log
-    ):
-        return False
-    return limit_kw(station) >= KW - 0.1
-
-
-def at_most(kw: float) -> Callable[[Any], bool]:
-    return lambda station: limit_kw(station) <= kw + 1e-3
-
-
-async def wait_all(
-    stations: Sequence[Any],
-    ok: Callable[[Any], bool],
-    *,
-    since: float,
-    timeout: float,
-    poll_s: float = 0.05,
-) -> list[float]:
-    """Per station, the instant (monotonic) it accepted the last profile before ``ok`` held.
-
-    The instants come from the stations' own profile logs, so ``poll_s`` only bounds how soon
-    this returns; polling faster would take the event loop from the stations it measures."""
-    pending = dict(enumerate(stations))
-    done: list[float] = []
-    deadline = time.monotonic() + timeout
-    while pending:
-        if time.monotonic() > deadline:
-            raise TimeoutError(f"{len(pending)} of {len(stations)} stations not there in time")
-        for key, st in list(pending.items()):
-            if ok(st):
-                accepted = [e.at for e in st.profile_log if e.accepted and e.at >= since]
-                done.append(max(accepted) if accepted else since)
-                del pending[key]
-        await asyncio.sleep(poll_s)
-    return done
 
 
 def drawn_kw(stations: Sequence[Any]) -> float:
@@ -142,16 +78,6 @@ def drawn_kw(stations: Sequence[Any]) -> float:
 # -- measurements ---------------------------------------------------------------------------------
 
 
-def _event(site: str, cap_kw: float) -> dict[str, Any]:
-    now = datetime.now(UTC)
-    return {
-        "site_id": site,
-        "start": (now - timedelta(minutes=1)).isoformat(),
-        "end": (now + timedelta(hours=1)).isoformat(),
-        "cap_kw": cap_kw,
-    }
-
-
 async def dr_to_accepted(
     api: httpx.AsyncClient, site: str, stations: Sequence[Any], share: float
 ) -> tuple[float, list[float], float]:
@@ -159,19 +85,21 @@ async def dr_to_accepted(
     per-station seconds, and what they draw then [kW]. Cancels and waits for recovery."""
     cap = share * KW * len(stations)
     t0 = time.monotonic()
-    r = await api.post("/dr-events", json=_event(site, cap))
+    r = await api.post("/dr-events", json=dr_event(site, cap))
     r.raise_for_status()
-    done = await wait_all(stations, at_most(share * KW), since=t0, timeout=120)
+    done, _ = await wait_all(stations, at_most(share * KW), since=t0, timeout=120, strict=True)
     after = drawn_kw(stations)
     (await api.post(f"/dr-events/{r.json()['id']}/cancel")).raise_for_status()
-    await wait_all(stations, at_full_power, since=time.monotonic(), timeout=120, poll_s=0.5)
+    await wait_all(
+        stations, at_full_power, since=time.monotonic(), timeout=120, poll_s=0.5, strict=True
+    )
     return max(done) - t0, [d - t0 for d in done], after
 
 
 async def api_post_get(api: httpx.AsyncClient) -> float:
     """POST a DR event for the station-less site and GET it back [s]."""
     t0 = time.monotonic()
-    r = await api.post("/dr-events", json=_event("idle", 5.0))
+    r = await api.post("/dr-events", json=dr_event("idle", 5.0))
     r.raise_for_status()
     (await api.get(f"/dr-events/{r.json()['id']}")).raise_for_status()
     elapsed = time.monotonic() - t0
@@ -182,14 +110,7 @@ async def api_post_get(api: httpx.AsyncClient) -> float:
 async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     import ocpp.messages
 
-    from ampflow.gateway.stations import (
-        EvPlan,
-        OcppVersion,
-        SimClock,
-        SimulatedStation,
-        StationConfig,
-        run_fleet,
-    )
+    from ampflow.gateway.stations import OcppVersion, SimClock, run_fleet
 
     # Validate inline in the load generator (cheaper than the thread pool; the server keeps
     # its own setting in its own process).
@@ -198,21 +119,23 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url = f"sqlite:///{workdir / 'ampflow.db'}"
     token = seed(url, n)
     log = (workdir / "serve.log").open("w")
-    proc = await _start_server(url, workdir, log)
+    env = serve_env(
+        url,
+        workdir,
+        AMPFLOW_OCPP__AUTHORIZE_UNKNOWN_TOKENS="true",
+        AMPFLOW_OCPP__RESPONSE_TIMEOUT_S="30",
+    )
+    proc = await start_serve(env, log)
     stop = asyncio.Event()
     fleet_task: asyncio.Task[None] | None = None
     try:
-        base = await _serving_url(proc)
+        base = await serving_url(proc)
         ws = base.replace("http", "ws") + "/ocpp"
         clock = SimClock()
         version = OcppVersion(args.version)
 
-        def station(sid: str, i: int) -> SimulatedStation:
-            cfg = StationConfig(sid, version=version, max_kw=KW, meter_interval_s=60.0)
-            ev = EvPlan(f"ev-{i}", 0.0, 12 * 3600.0, 80.0, KW, f"TAG{i:05d}")
-            return SimulatedStation(
-                cfg, ws, evs=[ev], clock=clock, step_s=10.0, response_timeout_s=60.0
-            )
+        def station(sid: str, i: int) -> Any:
+            return sim_station(sid, i, ws, clock=clock, version=version, kw=KW)
 
         fleet = [station(f"fleet-{i:04d}", i) for i in range(n)]
         solo = [station("solo-0000", n)]
@@ -220,7 +143,12 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         t_ready = time.monotonic()
         try:
             await wait_all(
-                [*solo, *fleet], at_full_power, since=t_ready, timeout=args.ready_s, poll_s=1.0
+                [*solo, *fleet],
+                at_full_power,
+                since=t_ready,
+                timeout=args.ready_s,
+                poll_s=1.0,
+                strict=True,
             )
         except TimeoutError as exc:
             return {
@@ -238,13 +166,7 @@ async def measure(args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
         if fleet_task is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(fleet_task, 60)
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         log.close()
     return _result(args, ready_s, runs)
 
@@ -317,43 +239,6 @@ def _result(args: argparse.Namespace, ready_s: float, runs: list[dict[str, Any]]
         "load_avg_1m": round(os.getloadavg()[0], 1),
         "cpus": os.cpu_count(),
     }
-
-
-async def _start_server(url: str, workdir: Path, log: Any) -> asyncio.subprocess.Process:
-    """``ampflow serve --port 0`` on the seeded database, logging to ``log``."""
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AMPFLOW_")},
-        "AMPFLOW_DATABASE_URL": url,
-        "AMPFLOW_DATA_DIR": str(workdir),
-        "AMPFLOW_SECRET_KEY": SECRET,
-        "AMPFLOW_ENVIRONMENT": "test",
-        "AMPFLOW_LOG_LEVEL": "warning",
-        "AMPFLOW_OCPP__AUTHORIZE_UNKNOWN_TOKENS": "true",
-        "AMPFLOW_OCPP__RESPONSE_TIMEOUT_S": "30",
-        "PYTHONUNBUFFERED": "1",
-    }
-    return await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "ampflow"),
-        "serve",
-        "--port",
-        "0",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
-
-
-async def _serving_url(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
-        if not line:
-            break
-        m = re.search(r"serving on (https?://[\d.]+:\d+)", line)
-        if m:
-            return m.group(1)
-    raise RuntimeError("ampflow serve did not start (see serve.log)")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -39,13 +39,10 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
-import re
 import statistics
 import sys
 import tempfile
 import time
-import uuid
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -53,9 +50,23 @@ from typing import Any
 
 import httpx
 
-from benchmarks._common import emit, parser
+from benchmarks._common import (
+    at_full_power,
+    at_most,
+    dr_event,
+    emit,
+    parser,
+    pg_schema,
+    pg_url,
+    seed_fleet,
+    serve_env,
+    serving_url,
+    sim_station,
+    start_serve,
+    stop_process,
+    wait_all,
+)
 
-SECRET = "benchmark-secret-key-0123456789abcdef"
 SITE = "fleet"
 KW = 11.0  # per charger
 PROGRAM = "http://utility.bench/dr"
@@ -63,90 +74,23 @@ PROGRAM = "http://utility.bench/dr"
 
 # -- the store ----------------------------------------------------------------------------------
 
-DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
-
-
-def _pg_base() -> str | None:
-    """A PostgreSQL server that answers (``AMPFLOW_BENCH_DATABASE_URL``, else
-    ``AMPFLOW_TEST_DATABASE_URL``, else the local default), or None."""
-    import sqlalchemy as sa
-
-    url = (
-        os.environ.get("AMPFLOW_BENCH_DATABASE_URL")
-        or os.environ.get("AMPFLOW_TEST_DATABASE_URL")
-        or DEFAULT_PG
-    )
-    try:
-        engine = sa.create_engine(url, poolclass=sa.NullPool, connect_args={"connect_timeout": 3})
-        with engine.connect() as conn:
-            conn.exec_driver_sql("SELECT 1")
-        engine.dispose()
-    except sa.exc.SQLAlchemyError:
-        return None
-    return url
-
 
 @contextlib.contextmanager
 def database(kind: str, workdir: Path) -> Iterator[tuple[str, str]]:
     """``(backend, url)``: a SQLite file, or a PostgreSQL schema of its own (dropped after)."""
-    import sqlalchemy as sa
-    from sqlalchemy.engine import make_url
-
-    base = _pg_base() if kind in ("auto", "postgresql") else None
+    base = pg_url() if kind in ("auto", "postgresql") else None
     if base is None:
         if kind == "postgresql":
             raise RuntimeError("no PostgreSQL server answers")
         yield "sqlite", f"sqlite:///{workdir / 'ampflow.db'}"
         return
-    schema = f"ampflow_bench_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(base, poolclass=sa.NullPool)
-    with admin.begin() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    try:
-        url = make_url(base).update_query_dict({"options": f"-csearch_path={schema}"})
-        yield "postgresql", url.render_as_string(hide_password=False)
-    finally:
-        with admin.begin() as conn:
-            conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-        admin.dispose()
+    with pg_schema(base) as url:
+        yield "postgresql", url
 
 
 def seed(url: str, n: int) -> str:
     """The site with ``n`` chargers and their stations, rising prices; returns an admin key."""
-    from ampflow.engine.topology import ChargerSpec, SiteSpec
-    from ampflow.gateway.db import Database
-    from ampflow.gateway.db.base import Role, SignalKind
-    from ampflow.gateway.db.repo import keys, signals, stations
-    from ampflow.gateway.db.repo import sites as site_repo
-
-    db = Database(url)
-    db.upgrade()
-    spec = SiteSpec(
-        SITE,
-        import_kw=2 * KW * n,
-        chargers=[ChargerSpec(f"cp-{i:04d}", SITE, max_kw=KW, connectors=1) for i in range(n)],
-    )
-    now = datetime.now(UTC).replace(second=0, microsecond=0)
-    with db.write() as s:
-        site_repo.create_site(s, spec, site_repo.SiteInfo(timezone="UTC"))
-        for i in range(n):
-            stations.register_station(
-                s, station_id=f"st-{i:04d}", site_id=SITE, charger_id=f"cp-{i:04d}"
-            )
-        step = timedelta(minutes=15)
-        signals.create_signal(
-            s,
-            site_id=SITE,
-            kind=SignalKind.IMPORT_PRICE,
-            intervals=[
-                signals.IntervalSpec(now + k * step, now + (k + 1) * step, 0.10 + 0.001 * k)
-                for k in range(-4, 96)
-            ],
-            currency="EUR",
-        )
-        _, token = keys.create_api_key(s, role=Role.ADMIN, pepper=SECRET.encode())
-    db.dispose()
-    return token
+    return seed_fleet(url, {SITE: [(f"cp-{i:04d}", f"st-{i:04d}") for i in range(n)]}, kw=KW)
 
 
 # -- the VTN ------------------------------------------------------------------------------------
@@ -239,42 +183,13 @@ class Vtn:
 # -- the fleet ----------------------------------------------------------------------------------
 
 
-def station_limit_kw(station: Any) -> float:
-    """What the station's profiles allow its connector now [kW]."""
-    c = station.core.connector(1)
-    limit_w, _ = station.core.profiles.limit(1, datetime.now(UTC), station.cfg, c.tx)
-    return float(limit_w) / 1000.0
-
-
-def charging_at_full_power(station: Any) -> bool:
-    """The station runs a transaction under an accepted TxProfile of the whole charger."""
-    if station.core.connector(1).tx is None:
-        return False
-    if not any(e.accepted and e.profile.purpose == "TxProfile" for e in station.profile_log):
-        return False
-    return station_limit_kw(station) >= KW - 0.1
-
-
-async def wait_all(
-    stations: list[Any],
-    ok: Callable[[Any], bool],
-    *,
-    since: float,
-    timeout: float,
+async def wait_last(
+    stations: list[Any], ok: Callable[[Any], bool], *, since: float, timeout: float
 ) -> tuple[float, list[Any]]:
     """When (monotonic) the last station accepted the profile that made ``ok`` hold, and the
     stations for which it did not hold within ``timeout``."""
-    pending = {id(s): s for s in stations}
-    done_at: list[float] = []
-    deadline = time.monotonic() + timeout
-    while pending and time.monotonic() < deadline:
-        for key, st in list(pending.items()):
-            if ok(st):
-                accepted = [e.at for e in st.profile_log if e.accepted and e.at >= since]
-                done_at.append(max(accepted) if accepted else since)
-                del pending[key]
-        await asyncio.sleep(0.01)
-    return (max(done_at) if done_at else math.nan), list(pending.values())
+    done, late = await wait_all(stations, ok, since=since, timeout=timeout, poll_s=0.01)
+    return (max(done) if done else math.nan), late
 
 
 # -- one run ------------------------------------------------------------------------------------
@@ -283,8 +198,7 @@ async def wait_all(
 async def measure(
     args: argparse.Namespace, workdir: Path, backend: str, url: str
 ) -> dict[str, Any]:
-    from ampflow.gateway.stations import EvPlan, OcppVersion, SimClock, SimulatedStation
-    from ampflow.gateway.stations.config import StationConfig
+    from ampflow.gateway.stations import OcppVersion, SimClock, run_fleet
 
     n = args.stations
     token = seed(url, n)
@@ -309,56 +223,27 @@ async def measure(
             ]
         )
     )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("AMPFLOW_")},
-        "AMPFLOW_DATABASE_URL": url,
-        "AMPFLOW_DATA_DIR": str(workdir),
-        "AMPFLOW_SECRET_KEY": SECRET,
-        "AMPFLOW_ENVIRONMENT": "test",
-        "AMPFLOW_LOG_LEVEL": args.log_level,
-        "AMPFLOW_CONFIG": str(config),
-        "PYTHONUNBUFFERED": "1",
-    }
+    env = serve_env(url, workdir, AMPFLOW_LOG_LEVEL=args.log_level, AMPFLOW_CONFIG=str(config))
     log = (workdir / "serve.log").open("w")
-    proc = await asyncio.create_subprocess_exec(
-        str(Path(sys.executable).parent / "ampflow"),
-        "serve",
-        "--port",
-        "0",
-        env=env,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=log,
-    )
+    proc = await start_serve(env, log)
     stop = asyncio.Event()
     fleet_task: asyncio.Task[None] | None = None
     try:
-        base = await _serving_url(proc)
+        base = await serving_url(proc)
         t_reg = time.monotonic() + 60
         while not vtn.vens and time.monotonic() < t_reg:
             await asyncio.sleep(0.05)
         if not vtn.vens:
             raise RuntimeError("the VEN did not register with the VTN")
         clock = SimClock()
+        ws = f"{base.replace('http', 'ws')}/ocpp"
         stations = [
-            SimulatedStation(
-                StationConfig(
-                    f"st-{i:04d}", version=OcppVersion.V16, max_kw=KW, meter_interval_s=60.0
-                ),
-                f"{base.replace('http', 'ws')}/ocpp",
-                evs=[EvPlan(f"ev-{i}", 0.0, 12 * 3600.0, 80.0, KW, f"TAG{i:05d}", connector=1)],
-                clock=clock,
-                step_s=10.0,
-                response_timeout_s=60.0,
-            )
+            sim_station(f"st-{i:04d}", i, ws, clock=clock, version=OcppVersion.V16, kw=KW)
             for i in range(n)
         ]
-        from ampflow.gateway.stations import run_fleet
-
         fleet_task = asyncio.create_task(run_fleet(stations, stop, ramp_s=args.ramp_s))
         t_full = time.monotonic()
-        _, late = await wait_all(
-            stations, charging_at_full_power, since=t_full, timeout=args.ready_s
-        )
+        _, late = await wait_last(stations, at_full_power, since=t_full, timeout=args.ready_s)
         setup_s = time.monotonic() - t_full
         ready = [st for st in stations if st not in late]
         _progress(f"{len(ready)} of {n} stations at full power after {setup_s:.1f} s")
@@ -377,13 +262,7 @@ async def measure(
         if fleet_task is not None:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(fleet_task, 30)
-        if proc.returncode is None:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 30)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_process(proc)
         await vtn.server.stop()
         log.close()
         if args.serve_log:
@@ -414,30 +293,13 @@ async def measure(
     }
 
 
-async def _serving_url(proc: asyncio.subprocess.Process) -> str:
-    assert proc.stdout is not None
-    deadline = time.monotonic() + 120
-    while time.monotonic() < deadline:
-        line = (await asyncio.wait_for(proc.stdout.readline(), 120)).decode()
-        if not line:
-            break
-        m = re.search(r"serving on (https?://[\d.]+:\d+)", line)
-        if m:
-            return m.group(1)
-    raise RuntimeError("ampflow serve did not start (see serve.log)")
-
-
 def _progress(text: str) -> None:
     sys.stderr.write(f"[openadr_latency] {text}\n")
     sys.stderr.flush()
 
 
-def _at_most(kw: float) -> Callable[[Any], bool]:
-    return lambda station: station_limit_kw(station) <= kw + 1e-3
-
-
 async def _recover(stations: list[Any]) -> None:
-    _, late = await wait_all(stations, charging_at_full_power, since=time.monotonic(), timeout=300)
+    _, late = await wait_last(stations, at_full_power, since=time.monotonic(), timeout=300)
     if late:
         _progress(f"{len(late)} stations not back at full power; measuring on")
 
@@ -448,17 +310,11 @@ async def _baseline(
     out = []
     for k in range(repeats):
         share = 0.7 - 0.05 * k
-        now = datetime.now(UTC)
-        body = {
-            "site_id": SITE,
-            "start": (now - timedelta(minutes=1)).isoformat(),
-            "end": (now + timedelta(hours=1)).isoformat(),
-            "cap_kw": share * KW * n,
-        }
+        body = dr_event(SITE, share * KW * n)
         t0 = time.monotonic()
         r = await api.post("/dr-events", json=body)
         r.raise_for_status()
-        done, missed = await wait_all(stations, _at_most(share * KW), since=t0, timeout=120)
+        done, missed = await wait_last(stations, at_most(share * KW), since=t0, timeout=120)
         if missed:
             raise RuntimeError(f"{len(missed)} stations did not follow the API cap in 120 s")
         out.append(round(done - t0, 3))
@@ -496,7 +352,7 @@ async def _openadr(
         event_id = f"bench-{k}"
         t0 = vtn.dispatch(event_id, share * KW * n)
         stored = asyncio.create_task(asyncio.to_thread(_stored_at, url, f"utility|{event_id}|0"))
-        done, missed = await wait_all(stations, _at_most(share * KW), since=t0, timeout=120)
+        done, missed = await wait_last(stations, at_most(share * KW), since=t0, timeout=120)
         if missed:
             raise RuntimeError(f"{len(missed)} stations did not follow the event in 120 s")
         first = min(
