@@ -34,6 +34,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -303,12 +304,24 @@ class ControlLoop:
             await asyncio.to_thread(self._load_state)
         hook = getattr(self.sink, "uncontrollable_kw", None)
         fixed: Mapping[int, float] = hook() if hook is not None else {}
+        t0 = time.perf_counter()
         decision = await asyncio.to_thread(self._decide, self.clock(), fixed)
+        t1 = time.perf_counter()
         statuses: Mapping[int, str] = {}
         if decision.changed:
             statuses = await self.sink.send_limits(decision.changed)
+        t2 = time.perf_counter()
         await asyncio.to_thread(self._record, decision, statuses)
         self.tick_count = decision.tick
+        logger.debug(
+            "tick %d: decided in %.0f ms, %d limits changed, handed over in %.0f ms, "
+            "recorded in %.0f ms",
+            decision.tick,
+            1e3 * (t1 - t0),
+            len(decision.changed),
+            1e3 * (t2 - t1),
+            1e3 * (time.perf_counter() - t2),
+        )
         return decision
 
     async def replan(self) -> None:
@@ -339,6 +352,7 @@ class ControlLoop:
             loop.call_later(delay_s, wake.set)
 
     async def _replan_task(self) -> None:
+        t0 = time.perf_counter()
         try:
             await asyncio.to_thread(self._replan, self.clock())
         except asyncio.CancelledError:
@@ -346,6 +360,7 @@ class ControlLoop:
         except Exception:  # the top-level runner of re-plans
             logger.exception("re-plan failed; keeping the previous plan")
             return
+        logger.debug("re-plan %d took %.0f ms", self.plan_count, 1e3 * (time.perf_counter() - t0))
         if self._wake is not None:
             self._wake.set()  # follow the new plan from now
 
@@ -609,7 +624,9 @@ class ControlLoop:
                 degradation_per_kwh=wear,
                 discharge_value_per_kwh=value,
             )
-            plan = solve_schedule(problem, time_limit_s=self.settings.solver_time_limit_s)
+            plan = solve_schedule(
+                problem, time_limit_s=self.settings.solver_time_limit_s, method="ipm"
+            )
             status, message = plan.status, plan.message or _unmet_message(plan.unmet_kwh, sessions)
             if np.isfinite(plan.site_import_kw).all():
                 conn_kw = plan.connector_power_kw(topo, sessions)
@@ -725,6 +742,9 @@ class ControlLoop:
         )
 
 
+_PLAN_EPS_KW = 1e-3  # planned power below this is taken as none [kW]
+
+
 def allocate_with_plan(
     topology: Topology,
     demand_kw: FloatArray,
@@ -765,6 +785,8 @@ def allocate_with_plan(
         res = allocate(topology, demand_kw, weight=weight, row_upper=row_upper, state=state)
         return res.p_kw, res.state
     A, roots = topology.A, topology.site_root_row
+    # A plan of a few watts is no plan (an interior-point solution is not exactly 0).
+    planned = np.where(planned > _PLAN_EPS_KW, planned, 0.0)
     envelope = np.array(row_upper, dtype=np.float64)
     extra = np.where(unplanned, demand_kw, 0.0)
     envelope[roots] = np.minimum(envelope[roots], A[roots] @ (planned + extra) + 1e-9)

@@ -347,6 +347,43 @@ def test_a_dr_payment_is_earned_on_the_evs_own_net_discharge() -> None:
     assert flat.discharge_kw.max() == pytest.approx(0.0)
 
 
+def test_interior_point_shares_a_binding_cap_among_identical_evs() -> None:
+    """Forty identical EVs, flat prices, a cap of 60 % of their power for the first two hours:
+    every split of the cap is optimal. The simplex returns a vertex (some EVs at full power,
+    others at none); the interior point one near the centre, so every EV gets about its share,
+    at the same cost."""
+    n, T = 40, 16
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "fleet",
+                import_kw=11 * n,
+                chargers=[ChargerSpec(f"c{i}", "fleet", max_kw=11) for i in range(n)],
+            )
+        ]
+    )
+    sessions = Sessions(
+        connector=np.arange(n),
+        arrival_step=np.zeros(n, dtype=np.int64),
+        departure_step=np.full(n, T),
+        e_target_kwh=np.full(n, 20.0),
+        p_max_kw=np.full(n, 11.0),
+    )
+    upper = np.tile(topo.b_import[:, None], (1, T))
+    upper[topo.site_root_row, :8] = 0.6 * 11 * n
+    problem = ScheduleProblem(
+        topo, sessions, n_steps=T, dt_s=900, import_price=np.full(T, 0.2), row_upper=upper
+    )
+    vertex = solve_schedule(problem)
+    centre = solve_schedule(problem, method="ipm")
+    assert centre.status is SolveStatus.OPTIMAL
+    assert centre.objective == pytest.approx(vertex.objective, rel=1e-6)
+    assert centre.p_kw[:, 0].sum() == pytest.approx(0.6 * 11 * n, rel=1e-6)
+    assert np.ptp(vertex.p_kw[:, 0]) > 5.0  # all or nothing
+    assert np.ptp(centre.p_kw[:, 0]) < 1.0  # about 6.6 kW each
+    assert centre.unmet_kwh.max() == pytest.approx(0.0, abs=1e-6)
+
+
 def test_time_limit_is_a_result() -> None:
     rng = np.random.default_rng(0)
     n = 40
