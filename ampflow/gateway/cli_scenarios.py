@@ -50,6 +50,40 @@ def _policy_params(params: list[str]) -> dict[str, Any]:
     return out
 
 
+def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
+    """``mpc`` parameters from forecasters fitted on ``history`` before the scenario starts: a
+    session forecaster (its median departure, a soft early target at its 10 % quantile) and
+    an arrival forecaster (capacity reserved for the EVs it expects)."""
+    from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
+    from ampflow.scenarios.acn import acn_path, read_acn
+
+    try:
+        path = Path(history) if Path(history).exists() else acn_path(history)
+        sessions = read_acn(path)
+    except (AmpflowError, OSError, ValueError, KeyError) as exc:
+        raise typer.BadParameter(
+            f"{history!r}: expected ACN-layout sessions (a file, or a bundled name such as "
+            f"caltech_2019-05-01_2019-08-31): {exc}",
+            param_hint="--history",
+        ) from exc
+    sessions["site_id"] = sc.topology.site_ids[0]
+    try:
+        model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=sc.timezone)
+        arrivals = ArrivalForecaster(step="15min", timezone=sc.timezone)
+        return {
+            "forecaster": fit_before(model, sessions, sc.start),
+            "arrivals": fit_before(arrivals, sessions, sc.start, end=sc.start),
+            "early_quantile": 0.1,
+            "early_penalty_per_kwh": 2.0,
+        }
+    except (AmpflowError, ValueError) as exc:
+        raise typer.BadParameter(
+            f"{history!r}: cannot fit forecasters on it before the scenario starts "
+            f"({sc.start}): {exc}",
+            param_hint="--history",
+        ) from exc
+
+
 def replay(
     scenario: ScenarioArg,
     policy: Annotated[str, typer.Option(help=f"One of {', '.join(POLICIES)}")] = "mpc",
@@ -57,12 +91,24 @@ def replay(
     param: Annotated[
         list[str] | None, typer.Option(help="Policy parameter KEY=VALUE, e.g. replan_s=900")
     ] = None,
+    history: Annotated[
+        str | None,
+        typer.Option(
+            help="mpc only: ACN-layout sessions (a file or a bundled name) to fit departure and "
+            "arrival forecasters on, using only sessions before the scenario starts"
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the metrics as JSON")] = False,
 ) -> None:
     """Replay a scenario under one policy; print its metrics."""
     sc = _load(scenario)
+    params = _policy_params(param or [])
+    if history is not None:
+        if policy != "mpc":
+            raise typer.BadParameter("only the mpc policy uses forecasts", param_hint="--history")
+        params = {**_forecasters(sc, history), **params}
     try:
-        pol = make_policy(policy, **_policy_params(param or []))
+        pol = make_policy(policy, **params)
     except AmpflowError as exc:
         raise typer.BadParameter(str(exc), param_hint="--policy") from exc
     console = Console(stderr=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
 from ampflow.gateway.cli import app
@@ -68,3 +69,25 @@ def test_compare_prints_one_table(tiny: Path) -> None:
     res = runner.invoke(app, ["compare", str(tiny), "--policies", "edf,llf", "--json"])
     data = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(data) == {"edf", "llf"}
+
+
+@pytest.mark.slow
+def test_replay_mpc_on_forecasts_fitted_on_history(tiny: Path) -> None:
+    """An analyst replays a real week with forecasters fitted on the site's earlier sessions:
+    more energy reaches the drivers than planning on their own departure estimates."""
+    args = ["replay", "caltech-week", "--policy", "mpc", "--json"]
+    plain = runner.invoke(app, args)
+    assert plain.exit_code == 0, plain.output
+    forecast = runner.invoke(app, [*args, "--history", "caltech_2019-05-01_2019-08-31"])
+    assert forecast.exit_code == 0, forecast.output
+    with_history = json.loads(forecast.stdout.strip().splitlines()[-1])
+    without = json.loads(plain.stdout.strip().splitlines()[-1])
+    assert with_history["over_limit_kwh"] == 0.0
+    assert with_history["energy_delivered_kwh"] > 1.02 * without["energy_delivered_kwh"]
+    bad = runner.invoke(app, [*args, "--history", "no-such-sessions"])
+    assert bad.exit_code == 2
+    assert "no-such-sessions" in bad.output
+    assert "--history" in bad.output
+    other = runner.invoke(app, ["replay", str(tiny), "--policy", "llf", "--history", "x"])
+    assert other.exit_code == 2
+    assert "mpc" in other.output
