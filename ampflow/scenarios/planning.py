@@ -118,6 +118,13 @@ class MPC(_Base):
         Dwell of an expected arrival [h] where the forecaster gives no ``dwell_h_median``.
     arrival_min_kwh : float
         Blocks expecting less energy than this [kWh] add nothing.
+    split : {"plan", "urgency"}
+        How the plan's site total now is shared among the plugged EVs: as the plan splits it
+        (``"plan"``), or by urgency (``"urgency"``): weighted max-min fair shares, the weight
+        of an EV the inverse of its laxity (hours to its early departure, the forecast's
+        ``early_quantile`` or the driver's estimate, less the hours it needs at full power;
+        at least 15 minutes). The plan still decides how much the site draws and when; the
+        split protects the drivers who may leave first.
 
     Notes
     -----
@@ -169,7 +176,11 @@ class MPC(_Base):
         arrival_weight: float = 0.1,
         arrival_dwell_h: float = 6.0,
         arrival_min_kwh: float = 0.5,
+        split: str = "plan",
     ):
+        if split not in ("plan", "urgency"):
+            raise AmpflowError(f"mpc: split must be 'plan' or 'urgency', got {split!r}")
+        self.split = split
         for name, value in (
             ("arrival_block_h", arrival_block_h),
             ("arrival_weight", arrival_weight),
@@ -330,7 +341,21 @@ class MPC(_Base):
         )
 
     def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
-        return self.follower(obs, planned)
+        if self.split == "plan" or len(obs) == 0:
+            return self.follower(obs, planned)
+        early = obs.departure_step
+        if self.forecaster is not None:
+            pairs = [self.forecast_step.get(int(s)) for s in obs.session]
+            early = np.array(
+                [d if p is None else p[1] for p, d in zip(pairs, obs.departure_step, strict=True)],
+                dtype=np.int64,
+            )
+        dt_h = self.ctx.dt_s / 3600
+        need_h = obs.energy_remaining_kwh / np.maximum(obs.p_max_kw, 1e-6)
+        laxity = np.maximum((early - obs.t) * dt_h - need_h, 0.25)
+        weight = np.ones(self.topo.n_connectors)
+        weight[obs.connector] = 1.0 / laxity
+        return self.follower(obs, planned, weight=weight)
 
     def _arrival_table(self, first: int, n: int) -> FloatArray:
         """Expected arrivals, energy [kWh] and dwell [h] per site for forecast steps
@@ -462,7 +487,11 @@ class _Follower:
         self.session = np.full(topo.n_connectors, -1, dtype=np.int64)
         self.state = AllocatorState.initial(topo.n_connectors)
 
-    def __call__(self, obs: Observation, planned: FloatArray) -> FloatArray:
+    def __call__(
+        self, obs: Observation, planned: FloatArray, *, weight: FloatArray | None = None
+    ) -> FloatArray:
+        """Limits now. With ``weight``, the plan's site total is shared by weighted max-min
+        fairness over the EVs' demands instead of by the plan's own split."""
         topo = self.topo
         current = np.full(topo.n_connectors, -1, dtype=np.int64)
         current[obs.connector] = obs.session
@@ -478,7 +507,12 @@ class _Follower:
         envelope = obs.row_upper - topo.A @ discharge
         roots = topo.site_root_row
         envelope[roots] = np.minimum(envelope[roots], topo.A[roots] @ target + 1e-9)
-        follow = allocate(topo, target, row_upper=envelope, state=self.state)
+        if weight is not None:
+            follow = allocate(
+                topo, np.where(discharge < 0, 0.0, demand), weight=weight, row_upper=envelope
+            )
+        else:
+            follow = allocate(topo, target, row_upper=envelope, state=self.state)
         self.state = follow.state
         extra = np.maximum(demand - follow.p_kw, 0.0) * (follow.p_kw > 0)
         given = follow.p_kw
