@@ -235,6 +235,7 @@ class ControlLoop:
         self._state_key: tuple[tuple[int, int], ...] | None = None
         self._plan: _Plan | None = None
         self._sent: dict[int, float] = {}
+        self._fixed: frozenset[int] = frozenset()  # connectors taken as fixed load last tick
         self._sent_s: dict[int, int] = {}  # when each limit was decided [epoch s]
         self._replan_requested = True
         self._last_plan_mono = -math.inf
@@ -413,6 +414,10 @@ class ControlLoop:
             logger.exception("allocator failed; falling back to proportional safe limits")
             p, self._alloc_state = safe_fallback(topo, demand, row_upper), None
         p = np.where(is_fixed, fixed, p)
+        # A connector that stops being fixed load gets its limit sent even if unchanged: the
+        # sink never sends a fixed load, so the station does not have it.
+        now_fixed = frozenset(int(pk) for pk in (fixed_kw or {}))
+        released, self._fixed = self._fixed - now_fixed, now_fixed
         tick = self.tick_count + 1
         return Decision(
             tick=tick,
@@ -420,7 +425,7 @@ class ControlLoop:
             snapshot=snap,
             p_kw=p,
             bounds=bounds,
-            changed=self._changed(snap, p),
+            changed=self._changed(snap, p, force=released),
             sites=self._site_decisions(snap, bounds, p),
         )
 
@@ -503,7 +508,9 @@ class ControlLoop:
                 unplanned[x.col] = True
         return planned, unplanned
 
-    def _changed(self, snap: Snapshot, p: FloatArray) -> list[ConnectorLimit]:
+    def _changed(
+        self, snap: Snapshot, p: FloatArray, *, force: frozenset[int] = frozenset()
+    ) -> list[ConnectorLimit]:
         topo = snap.topology
         tol = self.settings.limit_tolerance_kw
         amps = a_from_kw(
@@ -516,7 +523,11 @@ class ControlLoop:
             prev = self._sent.get(pk)
             # Only small increases are skipped: a skipped decrease would leave a limit out
             # there above what the allocation assumed.
-            if prev is not None and prev - 1e-9 <= round(float(p[col]), 4) <= prev + tol:
+            if (
+                prev is not None
+                and pk not in force
+                and prev - 1e-9 <= round(float(p[col]), 4) <= prev + tol
+            ):
                 continue
             site = snap.sites[int(topo.connector_site[col])]
             out.append(

@@ -308,6 +308,39 @@ def test_sink_gets_changes_decreases_first_and_failures_again(
     assert set(status.values()) == {"accepted"}
 
 
+class FixedRecorder(Recorder):
+    """A sink that reports some connectors as fixed load [kW], as the OCPP sink does for a
+    station that is booting or flagged."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fixed: dict[int, float] = {}
+
+    def uncontrollable_kw(self) -> dict[int, float]:
+        return dict(self.fixed)
+
+
+def test_a_connector_released_from_fixed_load_gets_its_limit_again(
+    db: Database, make_loop: Callable[..., ControlLoop]
+) -> None:
+    """cp-3 is taken as 22 kW of fixed load (its station was booting), then becomes
+    controllable with an EV that can take 22 kW: the allocation is the same 22 kW, but the
+    station never got it (a fixed load is never sent), so it is sent now."""
+    seed(db, "depot/cp-3/1")
+    sink = FixedRecorder()
+    pk = connector_pk(db, "depot/cp-3/1")
+    sink.fixed[pk] = 22.0
+    loop = make_loop(sink=sink)
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(22.0)
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(22.0)
+    assert len(sink.batches) == 1  # unchanged while fixed: nothing more to hand over
+    del sink.fixed[pk]
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(22.0)
+    assert [x.connector_id for x in sink.batches[-1]] == ["depot/cp-3/1"]
+    tick(loop)
+    assert len(sink.batches) == 2  # once
+
+
 def test_restart_resumes_ticks_and_does_not_resend(
     db: Database, make_loop: Callable[..., ControlLoop]
 ) -> None:
