@@ -15,6 +15,7 @@ departures, energy, background and caps): the bound that no causal policy can be
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Protocol
 
@@ -40,6 +41,16 @@ class SessionPredictor(Protocol):
 
     def predict_sessions(self, X: pd.DataFrame) -> pd.DataFrame:
         """Quantiles per session, with columns ``dwell_h_qNN`` [h]."""
+        ...
+
+
+class SeriesPredictor(Protocol):
+    """What ``mpc`` needs from a base-load or PV forecaster (see ``ampflow.forecasting``)."""
+
+    def predict(
+        self, index: pd.DatetimeIndex, *, history: pd.Series | None = None, at: object = None
+    ) -> pd.Series:
+        """Power at ``index`` [kW] from values ``history`` stamped before ``at``."""
         ...
 
 
@@ -118,6 +129,14 @@ class MPC(_Base):
         Dwell of an expected arrival [h] where the forecaster gives no ``dwell_h_median``.
     arrival_min_kwh : float
         Blocks expecting less energy than this [kWh] add nothing.
+    base_load, pv : mapping of site id to forecaster, optional
+        Base-load and PV forecasters per site (such as
+        :class:`ampflow.forecasting.BaseLoadForecaster` and
+        :class:`ampflow.forecasting.PVForecaster`, fitted only on data before the replay). At
+        each re-plan the background of the horizon (base load minus PV) is forecast from what
+        the site's meters have shown so far (``history``, stamped before now) instead of held
+        at its value now; the step now keeps the metered value. Sites without one keep the
+        value now.
     split : {"plan", "urgency"}
         How the plan's site total now is shared among the plugged EVs: as the plan splits it
         (``"plan"``), or by urgency (``"urgency"``): weighted max-min fair shares, the weight
@@ -177,7 +196,11 @@ class MPC(_Base):
         arrival_dwell_h: float = 6.0,
         arrival_min_kwh: float = 0.5,
         split: str = "plan",
+        base_load: Mapping[str, SeriesPredictor] | None = None,
+        pv: Mapping[str, SeriesPredictor] | None = None,
     ):
+        self.base_load = dict(base_load or {})
+        self.pv = dict(pv or {})
         if split not in ("plan", "urgency"):
             raise AmpflowError(f"mpc: split must be 'plan' or 'urgency', got {split!r}")
         self.split = split
@@ -211,9 +234,15 @@ class MPC(_Base):
         self.solves = 0
         self.forecast_step: dict[int, tuple[int, int]] = {}
         self.arrival_cache: tuple[int, FloatArray] = (0, np.zeros((3, self.topo.n_sites, 0)))
+        unknown = sorted((set(self.base_load) | set(self.pv)) - set(self.topo.site_ids))
+        if unknown:
+            raise AmpflowError(f"mpc: base_load/pv: unknown site(s) {unknown}")
+        self.metered: list[tuple[FloatArray, FloatArray]] = []
 
     def decide(self, obs: Observation) -> FloatArray:
         t = obs.t
+        if (self.base_load or self.pv) and obs.base_load_kw is not None and obs.pv_kw is not None:
+            self.metered.append((obs.base_load_kw, obs.pv_kw))
         present = frozenset(int(s) for s in obs.session)
         plan = self.plan
         planned = None if plan is None else plan.at(t)
@@ -260,7 +289,7 @@ class MPC(_Base):
             import_price=ctx.import_price[:, window],
             export_price=ctx.export_price[:, window],
             row_upper=_row_caps(topo, caps),
-            background_kw=np.repeat(obs.background_kw[:, None], horizon, axis=1),
+            background_kw=self._background(obs, horizon),
             demand_charge_per_kw=ctx.demand_charge_per_kw,
             sunk_peak_kw=obs.peak_kw,
             degradation_per_kwh=ctx.degradation_per_kwh,
@@ -339,6 +368,37 @@ class MPC(_Base):
             weight=np.full(len(conn), self.arrival_weight),
             ids=tuple(f"expected-{i}" for i in range(len(conn))),
         )
+
+    def _background(self, obs: Observation, horizon: int) -> FloatArray:
+        """Base load minus PV over the horizon [kW]: forecast where a site has forecasters, the
+        value now elsewhere (and always for the step now)."""
+        out = np.repeat(obs.background_kw[:, None], horizon, axis=1)
+        if horizon < 2 or not (self.base_load or self.pv) or not self.metered:
+            return out
+        ctx, t = self.ctx, obs.t
+        step = pd.Timedelta(seconds=ctx.dt_s)
+        now = ctx.start + t * step
+        future = pd.DatetimeIndex([now + k * step for k in range(1, horizon)])
+        seen = pd.DatetimeIndex([now - k * step for k in range(len(self.metered) - 1, -1, -1)])
+        for i, site in enumerate(self.topo.site_ids):
+            base = self.base_load.get(site)
+            pv = self.pv.get(site)
+            if base is None and pv is None:
+                continue
+            load = np.array([m[0][i] for m in self.metered])
+            prod = np.array([m[1][i] for m in self.metered])
+            b = (
+                np.full(horizon - 1, load[-1])
+                if base is None
+                else base.predict(future, history=pd.Series(load, index=seen), at=now).to_numpy()
+            )
+            g = (
+                np.full(horizon - 1, prod[-1])
+                if pv is None
+                else pv.predict(future, history=pd.Series(prod, index=seen), at=now).to_numpy()
+            )
+            out[i, 1:] = np.nan_to_num(b, nan=load[-1]) - np.maximum(np.nan_to_num(g), 0.0)
+        return out
 
     def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
         if self.split == "plan" or len(obs) == 0:

@@ -119,6 +119,8 @@ class Observation:
     row_lower: FloatArray  # (n_rows,) export bound now (a magnitude)
     background_kw: FloatArray  # (n_sites,) base load minus PV now
     peak_kw: FloatArray  # (n_sites,) highest net import so far
+    base_load_kw: FloatArray | None = None  # (n_sites,) base load now, as metered
+    pv_kw: FloatArray | None = None  # (n_sites,) PV production now, as metered
 
     def __len__(self) -> int:
         return len(self.session)
@@ -215,6 +217,7 @@ class _Simulation:
         )
         self.cap = sc.cap_kw
         self.bg = sc.background_kw
+        self.base, self.pv = sc.base_load_kw, sc.pv_kw
 
     def _belief(self, df: pd.DataFrame, steps: Callable[[str], FloatArray]) -> IntArray:
         if self.sc.departure_known:
@@ -344,6 +347,8 @@ class _Simulation:
             row_lower=lb,
             background_kw=self.bg[:, t].copy(),
             peak_kw=peak.copy(),
+            base_load_kw=self.base[:, t].copy(),
+            pv_kw=self.pv[:, t].copy(),
         )
 
     def step(
