@@ -640,7 +640,8 @@ class ControlLoop:
             )
             status, message = plan.status, plan.message or _unmet_message(plan.unmet_kwh, sessions)
             if np.isfinite(plan.site_import_kw).all():
-                conn_kw = plan.connector_power_kw(topo, sessions)
+                conn_kw = np.zeros((topo.n_connectors, T))
+                np.add.at(conn_kw, sessions.connector, _even_out(plan.p_kw, topo, sessions))
                 site_kw = plan.site_import_kw
         self._store_plan(snap, now, start_s, step, conn_kw, site_kw, bounds, imp, status, message)
         self.plan_count += 1
@@ -754,6 +755,41 @@ class ControlLoop:
 
 
 _PLAN_EPS_KW = 1e-3  # planned power below this is taken as none [kW]
+
+
+def _even_out(p_kw: FloatArray, topology: Topology, sessions: Sessions) -> FloatArray:
+    """The plan with sessions the LP cannot tell apart given the same power.
+
+    Sessions at one site with the same departure step, energy still to deliver (to 0.5 kWh),
+    power limit and weight (and no V2G) are interchangeable in the objective, and an LP
+    solution may give one full power and another none, or nearly equal but different powers,
+    which would reach the stations as needlessly different limits (and move again at every
+    re-plan). Each such group
+    gets its members' mean: the site's totals, hence its cost and peak, are unchanged, and the
+    allocator still holds every row when the plan is followed.
+    """
+    n = len(sessions.connector)
+    if n < 2:
+        return p_kw
+    key = np.stack(
+        [
+            topology.connector_site[sessions.connector].astype(np.float64),
+            sessions.departure_step.astype(np.float64),
+            np.round(sessions.e_target_kwh * 2.0),  # to 0.5 kWh: the next re-plan corrects
+            np.round(sessions.p_max_kw, 1),
+            np.round(sessions.weight, 6),
+            np.where(sessions.p_discharge_max_kw > 0, np.arange(n), -1.0),  # V2G: alone
+        ],
+        axis=1,
+    )
+    _, group, count = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+    group = group.ravel()
+    if count.max() < 2:
+        return p_kw
+    total = np.zeros((len(count), p_kw.shape[1]))
+    np.add.at(total, group, p_kw)
+    out: FloatArray = total[group] / count[group, None]
+    return out
 
 
 def allocate_with_plan(

@@ -395,6 +395,40 @@ def test_plan_moves_charging_to_cheap_hours_and_is_followed(
     del a
 
 
+def test_identical_evs_get_identical_limits_under_a_cap(
+    db: Database, make_loop: Callable[..., ControlLoop]
+) -> None:
+    """Forty identical EVs, a flat price and a DR cap at 60 % of their power: every split of
+    the cap is optimal for the plan, and each EV gets the same limit (not some at 11 kW and
+    others at 0, or 6.0 against 6.6)."""
+    n = 40
+    fleet = SiteSpec(
+        "fleet",
+        import_kw=11 * n,
+        chargers=[ChargerSpec(f"c{i:02d}", "fleet", max_kw=11) for i in range(n)],
+    )
+    with db.write() as s:
+        sites.create_site(s, fleet, SiteInfo(timezone="UTC"))
+        for i in range(n):
+            sessions.start_session(
+                s,
+                connector_id=f"fleet/c{i:02d}/1",
+                started_at=NOW - timedelta(minutes=30),
+                targets={"energy_target_kwh": 60.0, "departure_at": NOW + timedelta(hours=12)},
+            )
+        signals.create_signal(
+            s,
+            site_id="fleet",
+            kind=SignalKind.IMPORT_CAP_KW,
+            intervals=[IntervalSpec(NOW - timedelta(minutes=5), NOW + timedelta(hours=2), 264.0)],
+        )
+    loop = make_loop(plan_step_s=900, plan_horizon_h=24)
+    asyncio.run(loop.replan())
+    got = [kw for cid, kw in limits(tick(loop)).items() if cid.startswith("fleet/")]
+    assert sum(got) == pytest.approx(264.0, abs=0.5)
+    assert max(got) - min(got) < 0.1
+
+
 @settings(max_examples=150, deadline=None)
 @given(
     demand=st.lists(st.floats(0, 30), min_size=4, max_size=4),
