@@ -12,10 +12,10 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import Header, Request
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from pydantic import BaseModel
 from sqlalchemy.orm import Session as DbSession
 
@@ -24,7 +24,7 @@ from ampflow.gateway.api.context import AppContext
 from ampflow.gateway.api.errors import invalid
 from ampflow.gateway.db.repo import idempotency as repo
 
-__all__ = ["IdempotencyKey", "create_once"]
+__all__ = ["IdempotencyKey", "create_once", "run_once"]
 
 IdempotencyKey = Annotated[
     str | None,
@@ -51,6 +51,32 @@ def create_once(
     fingerprint = hashlib.sha256(
         json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()
     ).hexdigest()
+    return run_once(
+        ctx,
+        who,
+        request,
+        key,
+        fingerprint,
+        lambda s: create(s).model_dump(mode="json"),
+        lambda payload, code: JSONResponse(payload, status_code=code),
+        status_code=status_code,
+    )
+
+
+def run_once[R: Response](
+    ctx: AppContext,
+    who: Principal,
+    request: Request,
+    key: str | None,
+    fingerprint: str,
+    create: Callable[[DbSession], Any],
+    respond: Callable[[Any, int], R],
+    *,
+    status_code: int = 201,
+) -> R:
+    """The mechanism behind :func:`create_once`: ``create`` returns what is stored under the
+    key (JSON-able data or exact text) and ``respond`` turns it, or a stored one, into the
+    response."""
     path, method = request.url.path, request.method
     with ctx.db.write() as s:
         if key is not None:
@@ -66,12 +92,10 @@ def create_once(
                             )
                         ]
                     )
-                return JSONResponse(
-                    record.body,
-                    status_code=record.status_code,
-                    headers={"Idempotent-Replayed": "true"},
-                )
-        payload = create(s).model_dump(mode="json")
+                response = respond(record.body, record.status_code)
+                response.headers["Idempotent-Replayed"] = "true"
+                return response
+        stored = create(s)
         if key is not None:
             repo.save_record(
                 s,
@@ -81,6 +105,6 @@ def create_once(
                 path=path,
                 fingerprint=fingerprint,
                 status_code=status_code,
-                body=payload,
+                body=stored,
             )
-    return JSONResponse(payload, status_code=status_code)
+    return respond(stored, status_code)

@@ -26,6 +26,7 @@ from ampflow.gateway.api.auth import Principal
 from ampflow.gateway.api.context import AppContext
 from ampflow.gateway.api.deps import Ctx, SiteIdPath, SiteManager, SiteOpsViewer
 from ampflow.gateway.api.errors import invalid, responses
+from ampflow.gateway.api.idempotency import run_once
 from ampflow.gateway.api.schemas.billing import (
     BillingSettings,
     BillingSettingsUpdate,
@@ -38,8 +39,8 @@ from ampflow.gateway.db.errors import ConflictError, NotFoundError
 from ampflow.gateway.db.models import Site
 from ampflow.gateway.db.models_billing import SiteBilling
 from ampflow.gateway.db.repo import billing as repo
-from ampflow.gateway.db.repo import idempotency, sites
 from ampflow.gateway.db.repo import sessions as session_repo
+from ampflow.gateway.db.repo import sites
 
 __all__ = ["JsonBody", "create_once_exact", "exact", "exact_text", "router"]
 
@@ -94,37 +95,16 @@ def create_once_exact(
     ``Idempotency-Key``, as :func:`ampflow.gateway.api.idempotency.create_once` does for
     pydantic bodies; the stored response is the exact text."""
     fingerprint = hashlib.sha256(ocpi_json(fingerprint_of).encode()).hexdigest()
-    path, method = request.url.path, request.method
-    with ctx.db.write() as s:
-        if key is not None:
-            record = idempotency.find_record(s, who.key_pk, key)
-            if record is not None:
-                if (record.fingerprint, record.path, record.method) != (fingerprint, path, method):
-                    raise invalid(
-                        [
-                            (
-                                ("header", "Idempotency-Key"),
-                                "this Idempotency-Key was already used with a different request; "
-                                "use a new key",
-                            )
-                        ]
-                    )
-                response = exact_text(str(record.body), status_code=record.status_code)
-                response.headers["Idempotent-Replayed"] = "true"
-                return response
-        text = create(s)
-        if key is not None:
-            idempotency.save_record(
-                s,
-                key_pk=who.key_pk,
-                key=key,
-                method=method,
-                path=path,
-                fingerprint=fingerprint,
-                status_code=status_code,
-                body=text,
-            )
-    return exact_text(text, status_code=status_code)
+    return run_once(
+        ctx,
+        who,
+        request,
+        key,
+        fingerprint,
+        create,
+        lambda text, code: exact_text(str(text), status_code=code),
+        status_code=status_code,
+    )
 
 
 # --- settings -------------------------------------------------------------------------------------
