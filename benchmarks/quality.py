@@ -29,9 +29,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
+from ampflow.gateway.cli_scenarios import mpc_forecasts
 from ampflow.scenarios import BUNDLED, Scenario, bundled_scenario, load_scenario
-from ampflow.scenarios.acn import CALTECH_TZ, acn_path, read_acn
+from ampflow.scenarios.acn import acn_path, read_acn
 from ampflow.scenarios.policies import POLICIES, make_policy
 from ampflow.scenarios.results import metrics
 from ampflow.scenarios.simulator import simulate
@@ -80,41 +80,17 @@ def history_for(sc: Scenario) -> pd.DataFrame | None:
     files = HISTORY.get(sc.name.split("-")[0])
     if files is None:
         return None
-    history = pd.concat([read_acn(acn_path(f)) for f in files], ignore_index=True)
-    history["site_id"] = sc.topology.site_ids[0]
-    return history
-
-
-def forecaster_for(sc: Scenario) -> SessionForecaster | None:
-    """A session forecaster fitted on the site's ACN sessions before the scenario starts."""
-    history = history_for(sc)
-    if history is None:
-        return None
-    model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=CALTECH_TZ)
-    return fit_before(model, history, sc.start)
-
-
-def arrivals_for(sc: Scenario) -> ArrivalForecaster | None:
-    """An arrival forecaster fitted on the site's ACN sessions before the scenario starts."""
-    history = history_for(sc)
-    if history is None:
-        return None
-    model = ArrivalForecaster(step="15min", timezone=CALTECH_TZ)
-    return fit_before(model, history, sc.start, end=sc.start)
+    return pd.concat([read_acn(acn_path(f)) for f in files], ignore_index=True)
 
 
 def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     policies: dict[str, Any] = {name: {} for name in POLICIES}
-    forecaster = forecaster_for(sc)
-    if forecaster is not None:
-        policies["mpc-forecast"] = {
-            "forecaster": forecaster,
-            "departure_quantile": quantile,
-            "early_quantile": 0.1,
-            "early_penalty_per_kwh": 2.0,
-        }
-        policies["mpc-arrivals"] = {**policies["mpc-forecast"], "arrivals": arrivals_for(sc)}
+    history = history_for(sc)
+    if history is not None:
+        forecasts = {**mpc_forecasts(sc, history), "departure_quantile": quantile}
+        policies["mpc-forecast"] = {k: v for k, v in forecasts.items() if k != "arrivals"}
+        policies["mpc-arrivals"] = forecasts
     for name, params in policies.items():
         t0 = time.perf_counter()
         policy = "mpc" if name.startswith("mpc") else name

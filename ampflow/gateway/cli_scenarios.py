@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
@@ -50,11 +51,28 @@ def _policy_params(params: list[str]) -> dict[str, Any]:
     return out
 
 
-def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
-    """``mpc`` parameters from forecasters fitted on ``history`` before the scenario starts: a
-    session forecaster (its median departure, a soft early target at its 10 % quantile) and
-    an arrival forecaster (capacity reserved for the EVs it expects)."""
+def mpc_forecasts(sc: Scenario, sessions: pd.DataFrame) -> dict[str, Any]:
+    """``mpc`` parameters from forecasters fitted on ``sessions`` (ACN layout, from
+    :func:`ampflow.scenarios.acn.read_acn`) before the scenario starts: a session forecaster
+    (its median departure, a soft early target at its 10 % quantile) and an arrival forecaster
+    (capacity reserved for the EVs it expects). Used by ``replay --history`` and by
+    ``benchmarks.quality``.
+    """
     from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
+
+    sessions = sessions.assign(site_id=sc.topology.site_ids[0])
+    model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=sc.timezone)
+    arrivals = ArrivalForecaster(step="15min", timezone=sc.timezone)
+    return {
+        "forecaster": fit_before(model, sessions, sc.start),
+        "arrivals": fit_before(arrivals, sessions, sc.start, end=sc.start),
+        "early_quantile": 0.1,
+        "early_penalty_per_kwh": 2.0,
+    }
+
+
+def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
+    """:func:`mpc_forecasts` on ``--history``: a file, or a bundled ACN file's name."""
     from ampflow.scenarios.acn import acn_path, read_acn
 
     try:
@@ -66,16 +84,8 @@ def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
             f"caltech_2019-05-01_2019-08-31): {exc}",
             param_hint="--history",
         ) from exc
-    sessions["site_id"] = sc.topology.site_ids[0]
     try:
-        model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=sc.timezone)
-        arrivals = ArrivalForecaster(step="15min", timezone=sc.timezone)
-        return {
-            "forecaster": fit_before(model, sessions, sc.start),
-            "arrivals": fit_before(arrivals, sessions, sc.start, end=sc.start),
-            "early_quantile": 0.1,
-            "early_penalty_per_kwh": 2.0,
-        }
+        return mpc_forecasts(sc, sessions)
     except (AmpflowError, ValueError) as exc:
         raise typer.BadParameter(
             f"{history!r}: cannot fit forecasters on it before the scenario starts "
