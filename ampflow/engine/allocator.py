@@ -394,12 +394,12 @@ class _Work:
     def prepare(self) -> None:
         """Each site's first candidate: where a row is full if every connector rose from 0."""
         rising = self.live
-        self.maxcap = np.maximum.reduceat(self.up_w * rising, self.cptr)
-        self.safe = np.minimum.reduceat(self.lo_w, self.cptr)
+        self.maxcap = self.site_max(self.up_w * rising)
+        self.safe = self.site_min(self.lo_w)
         slope = self.A @ (self.w * rising)
         with np.errstate(divide="ignore", invalid="ignore"):
             guess = np.where(slope > 0, (self.res - self.A @ (self.lo * ~rising)) / slope, np.inf)
-        guess = np.minimum.reduceat(guess, self.rptr)
+        guess = self.site_min(guess, self.rsite)
         self.cand = np.minimum(np.maximum(guess, self.safe), self.maxcap)
         self.n_rising = int(np.count_nonzero(rising))
 
@@ -442,9 +442,19 @@ class _Work:
             cand=self.cand.take(sites),
             safe=self.safe.take(sites),
             tried=self.tried.take(sites),
-            maxcap=np.maximum.reduceat(up_w, cptr),
+            maxcap=_group_max(up_w, csite, len(sites)),
             n_rising=len(cols),
         )
+
+    def site_min(self, values: FloatArray, site: IntArray | None = None) -> FloatArray:
+        """Each site's least value, over its connectors (or over rows, with ``rsite``)."""
+        out = np.full(len(self.level), np.inf)
+        np.minimum.at(out, self.csite if site is None else site, values)
+        return out
+
+    def site_max(self, values: FloatArray) -> FloatArray:
+        """Each site's greatest value over its connectors."""
+        return _group_max(values, self.csite, len(self.level))
 
     def per_conn(self, values: NDArray[Any]) -> NDArray[Any]:
         """A per-site array repeated for each of the site's connectors."""
@@ -458,23 +468,26 @@ class _Work:
         """Evaluate every site at its candidate level and move on (see the module notes)."""
         cand = self.cand
         c = self.per_conn(cand)
-        load = self.A @ np.minimum(np.maximum(self.w * c, self.lo), self.up)
+        x = self.w * c
+        np.maximum(x, self.lo, out=x)
+        np.minimum(x, self.up, out=x)
+        load = self.A @ x
         # A floor within the tolerance counts as left (the rows' tangents then rise early: safe);
         # a cap only once passed (a cap within the tolerance above the level still rises: a row
         # tight at the level must not end up over by it).
-        floor = self.lo_w > _up(c)
-        capped = self.up_w <= c
-        lin = ~(floor | capped)
+        left = self.lo_w <= self.per_conn(_up(cand))
+        below = self.up_w > c
+        lin = left & below
         slope = self.A @ (self.w * lin)
         cross = self._cross(load, slope, cand)
         fits = np.ones(len(cand), dtype=bool)
         fits[self.rsite.take(np.flatnonzero(load > self.rlim))] = False
-        first = np.minimum.reduceat(cross, self.rptr)
+        first = self.site_min(cross, self.rsite)
         m = np.maximum(first, cand)
         # The next floor and cap ahead of the candidate (_BIG where none): the crossing is exact
         # when it comes no later.
-        floor_next = np.minimum.reduceat(self.lo_w + _BIG * ~floor, self.cptr)
-        cap_next = np.minimum.reduceat(self.up_w + _BIG * capped, self.cptr)
+        floor_next = self.site_min(np.where(left, _BIG, self.lo_w))
+        cap_next = self.site_min(np.where(below, self.up_w, _BIG))
         bottleneck = fits & (m <= _up(np.minimum(floor_next, cap_next)))
         level = np.where(fits, np.where(bottleneck, m, cand), self.level)
         ahead = m
@@ -485,8 +498,9 @@ class _Work:
             if lin[frozen].any():
                 # From the bottleneck on, without the frozen connectors: the next crossing.
                 load += slope * self.per_row(np.where(bottleneck, m - cand, 0.0))
-                slope = self.A @ (self.w * (lin & self.live))
-                after = np.minimum.reduceat(self._cross(load, slope, level), self.rptr)
+                lin[frozen] = False
+                slope = self.A @ (self.w * lin)
+                after = self.site_min(self._cross(load, slope, level), self.rsite)
                 ahead = np.where(bottleneck, np.maximum(after, m), m)
         safe = np.minimum(ahead, floor_next)
         # Nothing left to stop the site before every connector reaches its cap: done.
@@ -502,10 +516,11 @@ class _Work:
 
     def _cross(self, load: FloatArray, slope: FloatArray, level: FloatArray) -> FloatArray:
         """The level at which each row becomes tight, rising on with ``slope`` from ``level``."""
+        out: FloatArray = self.res - load
         with np.errstate(divide="ignore", invalid="ignore"):
-            out: FloatArray = np.where(
-                slope > 0, (self.res - load) / slope + self.per_row(level), np.inf
-            )
+            out /= slope
+        out += self.per_row(level)
+        np.copyto(out, np.inf, where=slope <= 0)
         return out
 
     def _freeze(self, level: FloatArray, tight: BoolArray) -> IntArray:
@@ -564,6 +579,13 @@ def _select(
     new[cols] = np.arange(len(cols), dtype=np.int32)
     out = sp.csr_array((sub.data.take(kept), new.take(old), indptr), shape=(len(rows), len(cols)))
     return out, cols
+
+
+def _group_max(values: FloatArray, group: IntArray, n_groups: int) -> FloatArray:
+    """Each group's greatest value (``ufunc.at`` beats ``reduceat`` on many small groups)."""
+    out = np.full(n_groups, -np.inf)
+    np.maximum.at(out, group, values)
+    return out
 
 
 def _sites(
