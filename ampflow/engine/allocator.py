@@ -259,7 +259,8 @@ class _Work:
     Filling evaluates every site at a candidate level (:meth:`step`). Per site: ``level`` (every
     row fits there), ``cand`` (the level to evaluate next), ``safe`` (a level known to fit, to
     fall back on), ``tried`` (the candidate is already a retry from above) and ``maxcap`` (a level
-    where every connector is at its cap).
+    where every connector is at its cap). ``rising`` marks the connectors still rising (neither
+    pinned nor at their cap) and ``n_rising`` counts them.
     """
 
     conn: IntArray
@@ -283,6 +284,7 @@ class _Work:
     safe: FloatArray
     tried: BoolArray
     maxcap: FloatArray
+    rising: BoolArray
     n_rising: int
 
     @classmethod
@@ -334,6 +336,7 @@ class _Work:
             safe=np.zeros(n),
             tried=np.zeros(n, dtype=bool),
             maxcap=np.zeros(n),
+            rising=rising,
             n_rising=0,
         )
 
@@ -383,7 +386,9 @@ class _Work:
         starts = np.flatnonzero(np.r_[True, r[1:] != r[:-1]])
         before = np.repeat(cum.take(starts) - need.take(starts), np.diff(np.r_[starts, len(r)]))
         fails = (cum - before) > slack.take(r)
-        shed: IntArray = conns.take(np.unique(c[fails]))
+        failed = np.zeros(n, dtype=bool)
+        failed[c[fails]] = True
+        shed: IntArray = conns.take(np.flatnonzero(failed))
         self.lo[shed] = 0.0
         self.up[shed] = 0.0
         self.lo_w[shed] = _BIG
@@ -401,6 +406,7 @@ class _Work:
             guess = np.where(slope > 0, (self.res - self.A @ (self.lo * ~rising)) / slope, np.inf)
         guess = self.site_min(guess, self.rsite)
         self.cand = np.minimum(np.maximum(guess, self.safe), self.maxcap)
+        self.rising = rising.copy()
         self.n_rising = int(np.count_nonzero(rising))
 
     def compact(self, x: FloatArray) -> _Work | None:
@@ -409,7 +415,7 @@ class _Work:
         The others get their final value in ``x``: pinned ones their value, the rest their cap.
         """
         A = self.A
-        rising = self.live & (self.up_w > self.per_conn(self.level))
+        rising = self.rising
         x[self.conn] = self.up
         fixed = A @ (self.up * ~rising)
         res = self.res - fixed
@@ -443,6 +449,7 @@ class _Work:
             safe=self.safe.take(sites),
             tried=self.tried.take(sites),
             maxcap=_group_max(up_w, csite, len(sites)),
+            rising=np.ones(len(cols), dtype=bool),
             n_rising=len(cols),
         )
 
@@ -512,7 +519,8 @@ class _Work:
         self.safe = np.where(fits, safe, self.safe)
         self.tried = retry
         self.level = np.where(done, self.maxcap, level)
-        self.n_rising = int(np.count_nonzero(self.live & (self.up_w > self.per_conn(self.level))))
+        self.rising = self.live & (self.up_w > self.per_conn(self.level))
+        self.n_rising = int(np.count_nonzero(self.rising))
 
     def _cross(self, load: FloatArray, slope: FloatArray, level: FloatArray) -> FloatArray:
         """The level at which each row becomes tight, rising on with ``slope`` from ``level``."""
