@@ -684,7 +684,8 @@ class ProfileSink:
             responded_at=now if outcome.status is not CommandStatus.SUPERSEDED else None,
             outcome=f"{outcome.status.value} {outcome.detail}".strip(),
         )
-        self._spawn(self.gateway.writer.run(lambda s: store.record_profile(s, rec)))
+        # Merged with the batch's other profiles into one insert (see store.record_profiles).
+        self._spawn(self.gateway.writer.submit_merged("profiles", [rec], store.record_profiles))
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         task: asyncio.Task[Any] = asyncio.ensure_future(coro)

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import insert, select, tuple_, update
 from sqlalchemy.orm import Session as DbSession
 
 from ampflow.gateway import billing
@@ -52,6 +52,7 @@ __all__ = [
     "open_transactions",
     "record_boot",
     "record_profile",
+    "record_profiles",
     "record_status",
     "save_capabilities",
     "save_flags",
@@ -403,34 +404,66 @@ class ProfileRecord:
 
 def record_profile(s: DbSession, rec: ProfileRecord) -> None:
     """Store an issued profile; earlier accepted profiles with the same id become superseded."""
-    if rec.status is ChargingProfileStatus.ACCEPTED:
-        for old in s.scalars(
-            select(ChargingProfile).where(
-                ChargingProfile.station_pk == rec.station_pk,
-                ChargingProfile.ocpp_profile_id == rec.ocpp_profile_id,
-                ChargingProfile.status == ChargingProfileStatus.ACCEPTED.value,
+    record_profiles(s, [rec])
+
+
+def record_profiles(s: DbSession, recs: Sequence[ProfileRecord]) -> None:
+    """Store issued profiles, in the order given, in two statements whatever their number.
+
+    Earlier accepted profiles with the same station and profile id become superseded, whether
+    stored before or earlier in ``recs``. A round of limits is 1,000s of profiles, written in one
+    :class:`~.writer.GroupWriter` batch; one by one (a SELECT, an INSERT and a savepoint each)
+    they held that batch, and every station message waiting on it, for seconds.
+    """
+    if not recs:
+        return
+    accepted = ChargingProfileStatus.ACCEPTED.value
+    superseded = ChargingProfileStatus.SUPERSEDED.value
+    keys = {
+        (r.station_pk, r.ocpp_profile_id)
+        for r in recs
+        if r.status is ChargingProfileStatus.ACCEPTED
+    }
+    if keys:
+        s.execute(
+            update(ChargingProfile)
+            .where(
+                tuple_(ChargingProfile.station_pk, ChargingProfile.ocpp_profile_id).in_(
+                    sorted(keys)
+                ),
+                ChargingProfile.status == accepted,
             )
-        ):
-            old.status = ChargingProfileStatus.SUPERSEDED.value
-    s.add(
-        ChargingProfile(
-            station_pk=rec.station_pk,
-            connector_pk=rec.connector_pk,
-            transaction_pk=rec.transaction_pk,
-            ocpp_profile_id=rec.ocpp_profile_id,
-            purpose=rec.purpose,
-            stack_level=rec.stack_level,
-            kind=rec.kind,
-            rate_unit=rec.rate_unit,
-            schedule=rec.schedule,
-            limit_kw=rec.limit_kw,
-            status=rec.status.value,
-            attempts=rec.attempts,
-            sent_at=rec.sent_at,
-            responded_at=rec.responded_at,
-            outcome=None if rec.outcome is None else rec.outcome[:200],
+            .values(status=superseded)
+            .execution_options(synchronize_session=False)
         )
-    )
+    last: dict[tuple[int, int], int] = {}  # the last accepted record per key stays accepted
+    for i, r in enumerate(recs):
+        if r.status is ChargingProfileStatus.ACCEPTED:
+            last[(r.station_pk, r.ocpp_profile_id)] = i
+    rows = [
+        {
+            "station_pk": r.station_pk,
+            "connector_pk": r.connector_pk,
+            "transaction_pk": r.transaction_pk,
+            "ocpp_profile_id": r.ocpp_profile_id,
+            "purpose": r.purpose,
+            "stack_level": r.stack_level,
+            "kind": r.kind,
+            "rate_unit": r.rate_unit,
+            "schedule": r.schedule,
+            "limit_kw": r.limit_kw,
+            "status": superseded
+            if r.status is ChargingProfileStatus.ACCEPTED
+            and last[(r.station_pk, r.ocpp_profile_id)] != i
+            else r.status.value,
+            "attempts": r.attempts,
+            "sent_at": r.sent_at,
+            "responded_at": r.responded_at,
+            "outcome": None if r.outcome is None else r.outcome[:200],
+        }
+        for i, r in enumerate(recs)
+    ]
+    s.execute(insert(ChargingProfile), rows)
 
 
 def last_limits(s: DbSession, connector_pks: Sequence[int]) -> dict[int, float]:
