@@ -8,14 +8,20 @@ cost, peak and kWh over any limit, with each policy's gap to ``offline``. Target
 
 Rows ``mpc-forecast`` (issue 8) replay ``mpc`` planning on a session forecaster's median
 departure instead of the driver's estimate, with a soft early target at its 10 % quantile (2 per
-kWh short), on the ACN weeks. The forecaster is trained only on
-ACN sessions that ended before the replay starts (:func:`ampflow.forecasting.fit_before`).
+kWh short), both re-read at every re-plan given the EV is still there, on the ACN weeks. The
+forecaster is trained only on ACN sessions that ended before the replay starts
+(:func:`ampflow.forecasting.fit_before`).
 
 Rows ``mpc-arrivals`` (issue 8) are ``mpc-forecast`` plus an arrival forecaster
 (:class:`ampflow.forecasting.ArrivalForecaster`, fitted on the same ACN history before the replay
 start): each re-plan adds the EVs expected until the plugged EVs leave as low-weight phantom
 sessions, so the plan reserves capacity and peak for them (see
 :class:`ampflow.scenarios.planning.MPC`).
+
+Rows ``mpc-true-departures`` are a diagnostic, not a causal policy: ``mpc`` with the arrival
+forecaster, told every driver's true departure as their estimate. The gap between it and
+``mpc-arrivals`` is what not knowing departures costs; the gap between it and ``offline`` is what
+not knowing arrivals (and their energy) costs.
 
 ``--quick`` replays only the first day of each scenario.
 """
@@ -91,10 +97,13 @@ def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
         forecasts = {**mpc_forecasts(sc, history), "departure_quantile": quantile}
         policies["mpc-forecast"] = {k: v for k, v in forecasts.items() if k != "arrivals"}
         policies["mpc-arrivals"] = forecasts
+        policies["mpc-true-departures"] = {"arrivals": forecasts["arrivals"]}
+    told = replace(sc, sessions=sc.sessions.assign(departure_estimate=sc.sessions.departure))
     for name, params in policies.items():
         t0 = time.perf_counter()
         policy = "mpc" if name.startswith("mpc") else name
-        m = metrics(simulate(sc, make_policy(policy, **params)))
+        run = told if name == "mpc-true-departures" else sc
+        m = metrics(simulate(run, make_policy(policy, **params)))
         row = {k: (None if m[k] is None else round(float(m[k]), 4)) for k in KEYS}
         row["wall_s"] = round(time.perf_counter() - t0, 2)
         rows[name] = row

@@ -111,6 +111,12 @@ class MPC(_Base):
         ``early_penalty_per_kwh`` in the plan (0 = off). It hedges against early departures at a
         price the plan weighs against the demand charge, instead of planning on the early
         quantile outright.
+    conditional : bool
+        Re-read the forecast's dwell quantiles at every re-plan given that the EV is still
+        plugged in (see :func:`dwell_given`): the planned and early departures of an EV that
+        stays move later, so the soft early target keeps hedging for its whole stay, and an
+        EV past its planned departure is not treated as leaving this step. ``False`` keeps
+        the quantiles read at plug-in.
     horizon_h : float
         Longest planning horizon [h]; the horizon ends at the last believed departure.
     time_limit_s : float
@@ -196,6 +202,7 @@ class MPC(_Base):
         arrival_dwell_h: float = 6.0,
         arrival_min_kwh: float = 0.5,
         split: str = "plan",
+        conditional: bool = True,
         base_load: Mapping[str, SeriesPredictor] | None = None,
         pv: Mapping[str, SeriesPredictor] | None = None,
     ):
@@ -204,6 +211,7 @@ class MPC(_Base):
         if split not in ("plan", "urgency"):
             raise AmpflowError(f"mpc: split must be 'plan' or 'urgency', got {split!r}")
         self.split = split
+        self.conditional = conditional
         for name, value in (
             ("arrival_block_h", arrival_block_h),
             ("arrival_weight", arrival_weight),
@@ -233,6 +241,8 @@ class MPC(_Base):
         self.every = max(1, round(self.replan_s / context.dt_s))
         self.solves = 0
         self.forecast_step: dict[int, tuple[int, int]] = {}
+        self.dwell_grid: dict[int, FloatArray] = {}
+        self.grid_q = np.zeros(0)
         self.arrival_cache: tuple[int, FloatArray] = (0, np.zeros((3, self.topo.n_sites, 0)))
         unknown = sorted((set(self.base_load) | set(self.pv)) - set(self.topo.site_ids))
         if unknown:
@@ -452,35 +462,102 @@ class MPC(_Base):
         return out
 
     def forecast(self, obs: Observation) -> tuple[IntArray, IntArray]:
-        """Planned and early departure step of each plugged session, asked once at plug-in."""
-        new = [int(s) for s in obs.session if int(s) not in self.forecast_step]
+        """Planned and early departure step of each plugged session.
+
+        The forecaster is asked once, at plug-in, for its dwell quantiles. With ``conditional``
+        each re-plan reads them given that the EV is still here (:func:`dwell_given`), else as
+        they were at plug-in.
+        """
+        new = [int(s) for s in obs.session if int(s) not in self.dwell_grid]
         if new and self.ctx.plugin_info is not None and self.forecaster is not None:
             frame = self.ctx.plugin_info(np.asarray(new, dtype=np.int64))
-            pred = self.forecaster.predict_sessions(frame)
-            arrival = obs.arrival_step[np.searchsorted(obs.session, new)]
-            steps = [
-                arrival + np.maximum(1, np.ceil(self._dwell(pred, q) * 3600 / self.ctx.dt_s))
-                for q in (self.departure_quantile, self.early_quantile)[
-                    : 2 if self.early_penalty_per_kwh > 0 else 1
-                ]
-            ]
-            steps.append(steps[-1])
+            self.grid_q, grid = _dwell_quantiles(self.forecaster.predict_sessions(frame))
             for k, s in enumerate(new):
-                self.forecast_step[s] = (int(steps[0][k]), int(steps[1][k]))
-        pairs = [self.forecast_step[int(s)] for s in obs.session]
-        late = np.array([p[0] for p in pairs], dtype=np.int64)
-        early = np.array([p[1] for p in pairs], dtype=np.int64)
-        return late, np.minimum(early, late)
+                self.dwell_grid[s] = grid[k]
+        if len(obs) == 0:
+            none = np.zeros(0, dtype=np.int64)
+            return none, none
+        grid = np.stack([self.dwell_grid[int(s)] for s in obs.session])
+        dt_s = self.ctx.dt_s
+        stayed_h = (obs.t - obs.arrival_step) * dt_s / 3600 if self.conditional else 0.0
+        qs = [self.departure_quantile]
+        if self.early_penalty_per_kwh > 0 or self.split == "urgency":
+            qs.append(self.early_quantile)
+        steps = [
+            obs.arrival_step
+            + np.maximum(1, np.ceil(dwell_given(grid, self.grid_q, stayed_h, q) * 3600 / dt_s))
+            for q in qs
+        ]
+        late, early = steps[0], np.minimum(steps[-1], steps[0])
+        late = late.astype(np.int64)
+        early = early.astype(np.int64)
+        for k, s in enumerate(obs.session):
+            self.forecast_step[int(s)] = (int(late[k]), int(early[k]))
+        return late, early
 
-    @staticmethod
-    def _dwell(pred: pd.DataFrame, q: float) -> FloatArray:
-        col = f"dwell_h_q{round(q * 100):02d}"
-        if col not in pred:
+
+def _dwell_quantiles(pred: pd.DataFrame) -> tuple[FloatArray, FloatArray]:
+    """The levels and the values [h] of a forecast's ``dwell_h_qNN`` columns, values sorted."""
+    cols = sorted(c for c in pred.columns if c.startswith("dwell_h_q") and c[9:].isdigit())
+    if not cols:
+        raise AmpflowError(f"forecaster: no dwell_h_qNN column; it predicts {list(pred.columns)}")
+    levels = np.array([int(c[9:]) / 100 for c in cols])
+    values = np.sort(np.maximum(pred[cols].to_numpy(dtype=np.float64), 0.0), axis=1)
+    return levels, np.nan_to_num(values, nan=0.0)
+
+
+def dwell_given(
+    grid: FloatArray, levels: FloatArray, stayed_h: FloatArray | float, q: float
+) -> FloatArray:
+    """The ``q`` quantile of dwell [h] given a stay of at least ``stayed_h``, per row of ``grid``.
+
+    ``grid`` holds each session's dwell quantiles at ``levels`` (increasing, within (0, 1)).
+    Between them the distribution is linear; below the first it rises linearly from 0; above
+    the last its tail is exponential, with the density it has at the last level (so a driver
+    who stays past every quantile is expected to stay on by a constant mean). Given the stay
+    ``s`` with ``F(s) = p0``, the conditional quantile is ``Q(p0 + q (1 - p0))``: once the
+    early leavers have gone, the quantiles of those still here move later.
+    A forecast of a single quantile is taken as it is (it must be the one asked for).
+
+    Examples
+    --------
+    >>> g = np.array([[1.0, 2.0, 4.0]]); lv = np.array([0.25, 0.5, 0.75])
+    >>> dwell_given(g, lv, 0.0, 0.5).round(3).tolist()
+    [2.0]
+    >>> dwell_given(g, lv, 2.0, 0.5).round(3).tolist()   # half have left: the 75 % quantile
+    [4.0]
+    """
+    grid = np.asarray(grid, dtype=np.float64)
+    n, k = grid.shape
+    if k == 1:
+        # One quantile is no distribution: it is the plan, whatever the stay.
+        if not np.isclose(q, levels[0]):
             raise AmpflowError(
-                f"forecaster: no column {col!r} for quantile {q}; it predicts {list(pred.columns)}"
+                f"forecaster: no column 'dwell_h_q{round(q * 100):02d}' for quantile {q}; "
+                f"it predicts only the {levels[0]:g} quantile"
             )
-        out: FloatArray = pred[col].to_numpy(dtype=np.float64)
-        return out
+        return grid[:, 0].copy()
+    stayed = np.broadcast_to(np.asarray(stayed_h, dtype=np.float64), (n,))
+    last, top = grid[:, -1], levels[-1]
+    # The tail's mean: the last segment's density carried on (at least 15 minutes).
+    slope = (grid[:, -1] - grid[:, -2]) / (levels[-1] - levels[-2])
+    mean = np.maximum(slope * (1.0 - top), 0.25)
+    # log survival at the stay: log(1 - F(stayed)).
+    with np.errstate(divide="ignore", invalid="ignore"):
+        p_in = np.array([np.interp(stayed[i], grid[i], levels) for i in range(n)])
+        p_low = levels[0] * np.where(grid[:, 0] > 0, stayed / grid[:, 0], 1.0)
+    p = np.where(stayed <= grid[:, 0], np.minimum(p_low, levels[0]), p_in)
+    log_surv = np.where(
+        stayed > last, np.log1p(-top) - (stayed - last) / mean, np.log1p(-np.minimum(p, top))
+    )
+    # The target level, as log survival: log(1 - p0) + log(1 - q).
+    target = log_surv + np.log1p(-q)
+    level = -np.expm1(target)
+    inside = np.array([np.interp(level[i], levels, grid[i]) for i in range(n)])
+    below = grid[:, 0] * level / levels[0]
+    tail = last + mean * (np.log1p(-top) - target)
+    out: FloatArray = np.where(level <= levels[0], below, np.where(level <= top, inside, tail))
+    return np.maximum(out, stayed)
 
 
 class Offline(_Base):

@@ -1,0 +1,118 @@
+"""``mpc`` reads a session forecast's dwell quantiles given that the EV is still plugged in."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ampflow.engine.errors import AmpflowError
+from ampflow.scenarios import load_scenario
+from ampflow.scenarios.planning import MPC, dwell_given
+from ampflow.scenarios.simulator import Observation, simulate
+from tests.scenarios.conftest import START, write_scenario
+
+LEVELS = np.array([0.1, 0.5, 0.9])
+
+grids = st.lists(st.floats(0.05, 12.0, allow_nan=False), min_size=3, max_size=3).map(
+    lambda v: np.array([sorted(v)])
+)
+
+
+def test_at_plug_in_the_quantiles_are_the_forecast() -> None:
+    grid = np.array([[1.0, 2.0, 4.0], [0.5, 0.5, 3.0]])
+    for k, q in enumerate(LEVELS):
+        np.testing.assert_allclose(dwell_given(grid, LEVELS, 0.0, q), grid[:, k])
+
+
+def test_an_ev_that_stayed_past_its_median_gets_a_later_one() -> None:
+    grid = np.array([[1.0, 2.0, 4.0]])
+    # Stayed 2 h = its median: half of such drivers have left; the median of the rest is the
+    # unconditional 75 % quantile: 5/8 of the way from 2 h (50 %) to 4 h (90 %).
+    assert dwell_given(grid, LEVELS, 2.0, 0.5)[0] == pytest.approx(3.25)
+    # Past every quantile, the exponential tail: the same residual however long it stayed.
+    a = dwell_given(grid, LEVELS, 6.0, 0.5)[0] - 6.0
+    b = dwell_given(grid, LEVELS, 9.0, 0.5)[0] - 9.0
+    assert a == pytest.approx(b)
+    assert a > 0
+
+
+@given(grids, st.floats(0.0, 20.0), st.floats(0.01, 0.99), st.floats(0.01, 0.99))
+def test_conditional_quantiles_are_monotone_and_never_in_the_past(
+    grid: np.ndarray, stayed: float, q1: float, q2: float
+) -> None:
+    lo, hi = sorted((q1, q2))
+    d_lo = dwell_given(grid, LEVELS, stayed, lo)[0]
+    d_hi = dwell_given(grid, LEVELS, stayed, hi)[0]
+    assert stayed <= d_lo <= d_hi + 1e-9
+    # Staying longer never brings the expected departure forward.
+    assert dwell_given(grid, LEVELS, stayed + 0.5, lo)[0] >= d_lo - 1e-9
+
+
+def test_a_single_quantile_is_taken_as_it_is() -> None:
+    grid = np.array([[1.5]])
+    assert dwell_given(grid, np.array([0.25]), 3.0, 0.25).tolist() == [1.5]
+    with pytest.raises(AmpflowError, match="dwell_h_q50"):
+        dwell_given(grid, np.array([0.25]), 0.0, 0.5)
+
+
+class _Quantiles:
+    """Forecasts a 1 / 2 / 4 h dwell (10 / 50 / 90 %) for every session."""
+
+    def predict_sessions(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"dwell_h_q10": 1.0, "dwell_h_q50": 2.0, "dwell_h_q90": 4.0}, index=X.index
+        )
+
+
+class _Recording(MPC):
+    """``mpc`` that records each re-plan's step and planned departures."""
+
+    def forecast(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        late, early = super().forecast(obs)
+        self.seen.append((obs.t, late.copy()))
+        return late, early
+
+    def reset(self, context: object) -> None:
+        super().reset(context)  # type: ignore[arg-type]
+        self.seen: list[tuple[int, np.ndarray]] = []
+
+
+def _one_long_stay(tmp_path: Path) -> Path:
+    at = pd.Timestamp(START)
+    sessions = pd.DataFrame(
+        [
+            {
+                "session_id": "s0",
+                "charger_id": "cp-1",
+                "arrival": at.isoformat(),
+                "departure": (at + pd.Timedelta(hours=5)).isoformat(),
+                "energy_kwh": 30.0,
+                "max_kw": 7.4,
+            }
+        ]
+    )
+    return write_scenario(tmp_path / "long", sessions=sessions)
+
+
+@pytest.mark.parametrize("conditional", [True, False])
+def test_mpc_plans_a_long_stay_on_the_quantiles_given_it_is_still_there(
+    tmp_path: Path, conditional: bool
+) -> None:
+    sc = load_scenario(_one_long_stay(tmp_path))
+    policy = _Recording(forecaster=_Quantiles(), conditional=conditional)
+    simulate(sc, policy)
+    steps_per_h = 3600 // sc.dt_s
+    at_3h = [late[0] for t, late in policy.seen if t == 3 * steps_per_h]
+    assert at_3h, "a re-plan at 3 h"
+    if conditional:
+        # 3 h in, the median of the drivers who stay that long, later than 3 h.
+        expected = dwell_given(np.array([[1.0, 2.0, 4.0]]), LEVELS, 3.0, 0.5)[0]
+        assert at_3h[0] == int(np.ceil(expected * steps_per_h))
+        assert at_3h[0] > 3 * steps_per_h + 1
+    else:
+        assert at_3h[0] == 2 * steps_per_h  # the plug-in median, already past
