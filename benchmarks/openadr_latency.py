@@ -252,8 +252,13 @@ async def measure(
         if len(ready) < 0.9 * n:
             raise RuntimeError(f"only {len(ready)} of {n} stations reached full power")
 
+        # An idle connection is dropped after 2 s, before the server's keep-alive (5 s) can close
+        # it under a request sent after a long wait for the stations (httpx.ReadError).
         async with httpx.AsyncClient(
-            base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=60
+            base_url=base,
+            headers={"Authorization": f"Bearer {token}"},
+            timeout=60,
+            limits=httpx.Limits(keepalive_expiry=2.0),
         ) as api:
             # Caps for the measured stations: with stations left out the others' shares are
             # only lower, so each measured one still ends at or below its share.
@@ -363,6 +368,10 @@ async def _openadr(
             for st in stations
         )
         handed = vtn.delivered[event_id]
+        # The optIn may reach the VTN after the stations have their profiles: wait for it.
+        t_answer = time.monotonic() + 30
+        while event_id not in vtn.answered and time.monotonic() < t_answer:
+            await asyncio.sleep(0.05)
         answer = vtn.answered.get(event_id, (float("nan"), ""))
         if answer[1] != "optIn":
             raise RuntimeError(f"the VEN answered {answer[1]!r} to {event_id}")
