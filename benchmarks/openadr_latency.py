@@ -200,7 +200,13 @@ async def wait_last(
 async def measure(
     args: argparse.Namespace, workdir: Path, backend: str, url: str
 ) -> dict[str, Any]:
+    import ocpp.messages
+
     from ampflow.gateway.stations import OcppVersion, SimClock, run_fleet
+
+    # Validate inline in the load generator, as benchmarks.dr_latency does (cheaper than the
+    # thread pool; the server keeps its own setting in its own process).
+    ocpp.messages.ASYNC_VALIDATION = False
 
     n = args.stations
     token = seed(url, n)

@@ -108,6 +108,10 @@ class OcppSettings(BaseModel):
         How long the limit sink waits for the answers to one batch of profiles [s].
     verify_grace_s : float
         Time an EV gets to follow a lowered limit before its meter values count against it [s].
+    composite_delay_s : float
+        How long after a TxProfile is accepted the sink asks for the composite schedule [s]; a
+        round of limits to 1,000s of stations goes out first, and a profile replaced meanwhile
+        is not checked (its successor is).
     over_limit_tolerance_kw : float
         Measured power may exceed the limit by this much (or 5 %) before it counts [kW].
     flag_hold_s : float
@@ -126,6 +130,7 @@ class OcppSettings(BaseModel):
     authorize_unknown_tokens: bool = False
     batch_wait_s: Annotated[float, Field(ge=0, le=60)] = 1.0
     verify_grace_s: Annotated[float, Field(ge=0, le=3600)] = 15.0
+    composite_delay_s: Annotated[float, Field(ge=0, le=3600)] = 2.0
     over_limit_tolerance_kw: Annotated[float, Field(ge=0)] = 0.5
     flag_hold_s: PositiveSeconds = 300.0
 

@@ -20,17 +20,19 @@ its target (see :mod:`.ordering`), so the site holds while profiles are in fligh
 Verification
 ------------
 After a TxProfile is accepted the sink asks for the composite schedule where the station supports
-it, and compares every meter value with the connector's bound (after ``verify_grace_s`` for the EV
-to follow a decrease). A station is flagged (``Station.flags``, shown by the API) when it draws
-above its limit twice in a row (``over_limit``), rejects profiles twice in a row
-(``rejects_profiles``), reports a composite limit above what it accepted (``ignores_profiles``),
-stops answering (``unresponsive``), or has no smart charging (``no_smart_charging``). A flagged
-station's connectors are no longer sent profiles; :meth:`ProfileSink.uncontrollable_kw` hands
-them to the control loop as fixed load at their bound or measured power, whichever is higher, so
-the allocator lowers everyone else. Flags other than ``no_smart_charging`` expire after
-``flag_hold_s``, after which the station is tried again. Idle connectors whose bound is above zero
-(before the TxDefault is accepted, or with a non-zero ``tx_default_a``) are reported the same way,
-since a session may start on them at any moment.
+it (``composite_delay_s`` later, so that a round of limits is not slowed by the checks of its first
+answers, and not at all if a newer profile went out meanwhile), and compares every meter value
+with the connector's bound (after ``verify_grace_s`` for the EV to follow a decrease). A station is
+flagged (``Station.flags``, shown by the API) when it draws above its limit twice in a row
+(``over_limit``), rejects profiles twice in a row (``rejects_profiles``), reports a composite
+limit above what it accepted (``ignores_profiles``), stops answering (``unresponsive``), or has no
+smart charging (``no_smart_charging``). A flagged station's connectors are no longer sent
+profiles; :meth:`ProfileSink.uncontrollable_kw` hands them to the control loop as fixed load at
+their bound or measured power, whichever is higher, so the allocator lowers everyone else. Flags
+other than ``no_smart_charging`` expire after ``flag_hold_s``, after which the station is tried
+again. Idle connectors whose bound is above zero (before the TxDefault is accepted, or with a
+non-zero ``tx_default_a``) are reported the same way, since a session may start on them at any
+moment.
 """
 
 from __future__ import annotations
@@ -124,6 +126,7 @@ class ProfileSink:
         self._answers: dict[int, asyncio.Future[None]] = {}
         self._reported: dict[int, float] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._timers: dict[int, asyncio.TimerHandle] = {}  # composite checks to come
 
     # -- the LimitSink protocol ---------------------------------------------------------------
 
@@ -237,6 +240,7 @@ class ProfileSink:
         if st.setup is not None and not st.setup.done():
             st.setup.cancel()
         st.ready = False
+        self._cancel_checks(link.station_id)
         self._refresh_held(st)
         st.setup = self._spawn(self._setup(st, booted=booted))
 
@@ -244,7 +248,17 @@ class ProfileSink:
         st = self.stations.get(link.station_id)
         if st is not None and st.link is link:
             st.ready = False
+            self._cancel_checks(link.station_id)
             self._refresh_held(st)
+
+    def _cancel_checks(self, station_id: str) -> None:
+        """Drop the station's composite checks to come: they would read a station that lost (or
+        is being sent again) the profiles they were to check."""
+        for pk, c in self.connectors.items():
+            if c.station_id == station_id:
+                handle = self._timers.pop(pk, None)
+                if handle is not None:
+                    handle.cancel()
 
     def transaction_started(self, link: StationLink, connector: int, tx: TxRef) -> None:
         c = self._connector(link, connector)
@@ -567,7 +581,33 @@ class ProfileSink:
         link = st.link
         if Quirk.NO_COMPOSITE_SCHEDULE in link.quirks:
             return
-        gen = c.generation
+        pk, delay = c.info.pk, self.settings.composite_delay_s
+        old = self._timers.pop(pk, None)
+        if old is not None:
+            old.cancel()
+        at = (c.generation, link.connections)
+        if delay <= 0:
+            self._ask_composite(st, link, c, kw, at)
+            return
+        self._timers[pk] = asyncio.get_running_loop().call_later(
+            delay, self._ask_composite, st, link, c, kw, at
+        )
+
+    def _ask_composite(
+        self, st: _Station, link: StationLink, c: _Connector, kw: float, at: tuple[int, int]
+    ) -> None:
+        self._timers.pop(c.info.pk, None)
+        gen = at[0]
+        if (
+            at != (c.generation, link.connections)
+            or st.link is not link
+            or not link.connected
+            or not st.ready
+        ):
+            # A newer profile went out (its answer brings its own check), or the station went
+            # offline or came back on a new connection (it may have lost the profile: it is
+            # being sent again).
+            return
         future = link.queue.submit(
             link.calls.composite(c.info.number, _COMPOSITE_S, self._unit(link)),
             key=f"composite:{c.info.number}",
@@ -575,7 +615,7 @@ class ProfileSink:
 
         async def check() -> None:
             outcome = await future
-            if not outcome.ok or gen != c.generation:
+            if not outcome.ok or (gen, at[1]) != (c.generation, link.connections):
                 return
             limit = link.calls.parse_composite(outcome.response, self.gateway.clock())
             if limit is None:
@@ -699,6 +739,9 @@ class ProfileSink:
             logger.error("sink task failed", exc_info=task.exception())
 
     async def stop(self) -> None:
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
