@@ -197,11 +197,14 @@ def _credit(
     site = topology.connector_site
     n = topology.n_sites
     w_wanting = np.bincount(site, w * wants, n)
-    n_served = np.bincount(site, served.astype(np.float64), n)
+    n_served = np.bincount(site, served, n)
     with np.errstate(divide="ignore", invalid="ignore"):
         share = np.where(w_wanting > 0, n_served / w_wanting, 0.0)
-    share = np.repeat(share, np.diff(topology.site_conn_ptr))
-    out: FloatArray = np.where(wants, credit + w * share - served, 0.0)
+    out: FloatArray = share.take(site)
+    out *= w
+    out += credit
+    out -= served
+    np.copyto(out, 0.0, where=~wants)
     return out
 
 
@@ -486,10 +489,10 @@ class _Work:
         below = self.up_w > c
         lin = left & below
         slope = self.A @ (self.w * lin)
-        cross = self._cross(load, slope, cand)
+        gap = self._gap(load, slope)
         fits = np.ones(len(cand), dtype=bool)
         fits[self.rsite.take(np.flatnonzero(load > self.rlim))] = False
-        first = self.site_min(cross, self.rsite)
+        first = self.site_min(gap, self.rsite) + cand
         m = np.maximum(first, cand)
         # The next floor and cap ahead of the candidate (_BIG where none): the crossing is exact
         # when it comes no later.
@@ -500,14 +503,14 @@ class _Work:
         ahead = m
         if bottleneck.any():
             frozen = self._freeze(
-                level, cross <= self.per_row(np.where(bottleneck, _up(m), -np.inf))
+                level, gap <= self.per_row(np.where(bottleneck, _up(m) - cand, -np.inf))
             )
             if lin[frozen].any():
                 # From the bottleneck on, without the frozen connectors: the next crossing.
                 load += slope * self.per_row(np.where(bottleneck, m - cand, 0.0))
                 lin[frozen] = False
                 slope = self.A @ (self.w * lin)
-                after = self.site_min(self._cross(load, slope, level), self.rsite)
+                after = self.site_min(self._gap(load, slope), self.rsite) + level
                 ahead = np.where(bottleneck, np.maximum(after, m), m)
         safe = np.minimum(ahead, floor_next)
         # Nothing left to stop the site before every connector reaches its cap: done.
@@ -522,12 +525,11 @@ class _Work:
         self.rising = self.live & (self.up_w > self.per_conn(self.level))
         self.n_rising = int(np.count_nonzero(self.rising))
 
-    def _cross(self, load: FloatArray, slope: FloatArray, level: FloatArray) -> FloatArray:
-        """The level at which each row becomes tight, rising on with ``slope`` from ``level``."""
+    def _gap(self, load: FloatArray, slope: FloatArray) -> FloatArray:
+        """How far each row's site level can rise on with ``slope`` before the row is tight."""
         out: FloatArray = self.res - load
         with np.errstate(divide="ignore", invalid="ignore"):
             out /= slope
-        out += self.per_row(level)
         np.copyto(out, np.inf, where=slope <= 0)
         return out
 
