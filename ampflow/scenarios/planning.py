@@ -117,6 +117,14 @@ class MPC(_Base):
         stays move later, so the soft early target keeps hedging for its whole stay, and an
         EV past its planned departure is not treated as leaving this step. ``False`` keeps
         the quantiles read at plug-in.
+    amortize_peak : bool or None
+        Weigh a new peak by the demand charge times the share of the rest of the scenario (the
+        billing period) that the horizon covers, instead of the whole charge. A peak paid for
+        tonight serves every later night too; a plan that sees one night of V2G arbitrage and
+        the whole charge would never discharge. ``None`` (the default) amortizes while a
+        V2G-capable EV is plugged in: on ``v2g-depot`` it cuts the cost gap to ``offline``
+        from 17 % to 4 %; without V2G the flat plan is worth its peak (on ``caltech-week``
+        amortizing costs 5 points for 1.5 points more energy).
     horizon_h : float
         Longest planning horizon [h]; the horizon ends at the last believed departure.
     time_limit_s : float
@@ -203,6 +211,7 @@ class MPC(_Base):
         arrival_min_kwh: float = 0.5,
         split: str = "plan",
         conditional: bool = True,
+        amortize_peak: bool | None = None,
         base_load: Mapping[str, SeriesPredictor] | None = None,
         pv: Mapping[str, SeriesPredictor] | None = None,
     ):
@@ -212,6 +221,7 @@ class MPC(_Base):
             raise AmpflowError(f"mpc: split must be 'plan' or 'urgency', got {split!r}")
         self.split = split
         self.conditional = conditional
+        self.amortize_peak = amortize_peak
         for name, value in (
             ("arrival_block_h", arrival_block_h),
             ("arrival_weight", arrival_weight),
@@ -300,7 +310,7 @@ class MPC(_Base):
             export_price=ctx.export_price[:, window],
             row_upper=_row_caps(topo, caps),
             background_kw=self._background(obs, horizon),
-            demand_charge_per_kw=ctx.demand_charge_per_kw,
+            demand_charge_per_kw=self._demand_charge(obs, horizon),
             sunk_peak_kw=obs.peak_kw,
             degradation_per_kwh=ctx.degradation_per_kwh,
             early_bias_per_kwh=self.early_bias_per_kwh,
@@ -316,6 +326,16 @@ class MPC(_Base):
         p_kw = np.zeros((topo.n_connectors, horizon))
         np.add.at(p_kw, sessions.connector[:n_real], schedule.p_kw[:n_real])
         return _Plan(t, p_kw, present)
+
+    def _demand_charge(self, obs: Observation, horizon: int) -> float:
+        """The demand charge the plan weighs a new peak by [per kW] (see ``amortize_peak``)."""
+        dc = float(self.ctx.demand_charge_per_kw)
+        amortize = self.amortize_peak
+        if amortize is None:
+            amortize = bool(np.any(obs.p_discharge_max_kw > 0))
+        if not amortize:
+            return dc
+        return dc * horizon / max(self.ctx.n_steps - obs.t, horizon)
 
     def expected_arrivals(self, obs: Observation, horizon: int) -> Sessions:
         """Phantom sessions for the EVs expected from now until step ``t + horizon``.
