@@ -15,15 +15,26 @@ outbound call whatever its id (pain points 17 and 19 in ``shared/reference/ocpp.
   ``SecurityError`` for anything but a BootNotification;
 * a token bucket limits each connection's rate; a CALL over the limit gets a ``GenericError``, and a
   connection that keeps flooding is closed with code 1008;
-* nothing a station sends can end the loop: only the socket closing does.
+* nothing a station sends can end the loop: only the socket closing does;
+* the receive loop never waits for a handler: responses reach the waiting outbound call at once,
+  while the station's CALLs are queued (on receipt, after the rate limit) and handled one at a
+  time, in order, by one task per connection. A station may have several CALLs outstanding
+  (OCPP allows one; that is not relied on) but at most :data:`_BACKLOG` wait: beyond that the loop
+  reads on only as the handler catches up. When the connection closes, the CALL being handled
+  gets :data:`_FINISH_S` to finish (its writes are usually under way; its answer cannot be sent),
+  the ones still queued are dropped (the station repeats what it was not answered) and the task
+  ends with the loop.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast
 
 from ocpp.exceptions import OCPPError
@@ -54,6 +65,8 @@ _V16_CODES = {
     "OccurrenceConstraintViolation": "OccurenceConstraintViolation",
 }
 _FLOOD_LIMIT = 3  # consecutive bursts over the limit before the connection is closed
+_BACKLOG = 16  # inbound CALLs queued behind the one being handled before the loop stops reading
+_FINISH_S = 10.0  # [s] the CALL being handled when the connection closes gets this long
 
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -171,6 +184,10 @@ class CentralSystemMixin:
         self._floods = 0
         self._awaiting: str | None = None
         self.received = 0
+        self._calls: asyncio.Queue[Callable[[], Awaitable[None]]] | None = None
+        self._closing = False
+        self._idle = asyncio.Event()
+        self._idle.set()
 
     def expect(self, unique_id: str | None) -> None:
         """The id of the outbound call now waiting for its answer (None: none)."""
@@ -201,8 +218,77 @@ class CentralSystemMixin:
         except (ValueError, IndexError, TypeError):
             return message
 
+    async def start(self) -> None:
+        """The receive loop: read a frame, route it, until the socket closes.
+
+        Replaces ``ChargePoint.start``: CALLs are handled by a task of this connection, so the
+        loop keeps reading (and passing on responses) while a handler waits.
+
+        Raises
+        ------
+        ConnectionClosedError
+            When the socket closes (the only way the loop ends).
+        """
+        self._calls = asyncio.Queue(maxsize=_BACKLOG)
+        self._closing = False
+        self._idle.set()
+        handler = asyncio.create_task(
+            self._handle_calls(self._calls), name=f"ampflow-ocpp-calls-{self.link.station_id}"
+        )
+        try:
+            while True:
+                message = await self._connection.recv()
+                WIRE_LOGGER.info("%s: receive message %s", self.link.station_id, message)
+                await self.route_message(message)
+        finally:
+            await self._stop_handler(handler)
+
+    async def _stop_handler(self, handler: asyncio.Task[None]) -> None:
+        """Let the CALL being handled finish (bounded), drop the queued ones, end the task."""
+        self._closing = True
+        self._calls = None
+        task = asyncio.current_task()
+        try:
+            if task is None or task.cancelling() == 0:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._idle.wait(), _FINISH_S)
+        finally:
+            handler.cancel()
+            await asyncio.wait({handler})
+            if not handler.cancelled() and handler.exception() is not None:
+                logger.error(
+                    "%s: the CALL handler failed",
+                    self.link.station_id,
+                    exc_info=handler.exception(),
+                )
+
+    async def _handle_calls(self, calls: asyncio.Queue[Callable[[], Awaitable[None]]]) -> None:
+        """The connection's CALL handler: one job at a time, in the order received."""
+        while True:
+            job = await calls.get()
+            if self._closing:
+                continue  # the socket is gone: no answer could be sent (the station repeats it)
+            self._idle.clear()
+            try:
+                await job()
+            except ConnectionClosedError:
+                logger.debug("%s: an answer could not be sent", self.link.station_id)
+                self._closing = True  # the receive loop ends too
+            finally:
+                self._idle.set()
+
+    async def _in_order(self, job: Callable[[], Awaitable[None]]) -> None:
+        """Queue ``job`` behind the CALLs received before (inline when no loop runs)."""
+        if self._closing:
+            raise ConnectionClosedError("an answer could not be sent: the socket is gone")
+        if self._calls is None:
+            await job()
+        else:
+            await self._calls.put(job)
+
     async def route_message(self, raw_msg: str) -> None:
-        """Handle one frame; never raises for anything the station sends."""
+        """Route one frame: responses at once, CALLs to the handler; never raises for anything
+        the station sends (only :class:`ConnectionClosedError` once the socket is gone)."""
         self.received += 1
         self.link.touch()
         if not self._bucket.take():
@@ -212,15 +298,24 @@ class CentralSystemMixin:
         try:
             msg = unpack(raw_msg)
         except OCPPError as exc:
-            await self._unparsable(raw_msg, exc)
+            if _message_id(raw_msg)[0] in (MessageType.CallResult, MessageType.CallError):
+                logger.info("%s: dropped a malformed response: %s", self.link.station_id, exc)
+                return
+            await self._in_order(functools.partial(self._unparsable, raw_msg, exc))
             return
+        if msg.message_type_id == MessageType.Call:
+            await self._in_order(functools.partial(self._call, msg, raw_msg))
+        elif msg.unique_id == self._awaiting and self._awaiting is not None:
+            self._response_queue.put_nowait(msg)
+        else:
+            logger.info("%s: dropped a response to no pending call", self.link.station_id)
+
+    async def _call(self, msg: Any, raw_msg: str) -> None:
+        """Handle one CALL; a failure becomes a CallError, never an exception."""
         try:
-            if msg.message_type_id == MessageType.Call:
-                await self._route_call(msg)
-            elif msg.unique_id == self._awaiting and self._awaiting is not None:
-                self._response_queue.put_nowait(msg)
-            else:
-                logger.info("%s: dropped a response to no pending call", self.link.station_id)
+            await self._route_call(msg)
+        except ConnectionClosedError:
+            raise
         except OCPPError as exc:
             await self._reply_error(str(msg.unique_id)[:36], exc.code, exc.description, _cause(exc))
         except Exception:
@@ -246,10 +341,7 @@ class CentralSystemMixin:
         await self._handle_call(msg)  # type: ignore[attr-defined]
 
     async def _unparsable(self, raw: str, exc: OCPPError) -> None:
-        kind, uid = _message_id(raw)
-        if kind in (MessageType.CallResult, MessageType.CallError):
-            logger.info("%s: dropped a malformed response: %s", self.link.station_id, exc)
-            return
+        _, uid = _message_id(raw)
         if uid == "-1" and exc.code != "FormatViolation":
             code = _rpc_error(self._ocpp_version)
         elif exc.code == "PropertyConstraintViolation" and self._ocpp_version != "1.6":
