@@ -15,7 +15,10 @@ Every ``replan_s`` (5 min) and after every notification, the horizon scheduler
 (:func:`~ampflow.engine.scheduler.solve_schedule`) re-plans in a worker thread, with DR caps,
 time-of-day limits and prices over the horizon and each session's departure and energy or SoC
 target; the plan is stored per site and connector and followed from the next tick. Database work
-and solves all run off the event loop.
+and solves all run off the event loop. Re-plans have a thread of their own at a lower CPU
+priority (``replan_nice``, on Linux): a solve of a few seconds never holds up the real-time path
+(a tick's allocation, the OCPP traffic that carries its limits) on a small box, where both would
+otherwise share the cores; it only uses what they leave.
 
 Hooks for the OCPP gateway
 --------------------------
@@ -34,8 +37,11 @@ import asyncio
 import contextlib
 import logging
 import math
+import os
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Protocol, runtime_checkable
@@ -245,6 +251,7 @@ class ControlLoop:
         self._task: asyncio.Task[None] | None = None
         self._plan_task: asyncio.Task[None] | None = None
         self._loaded = False
+        self._planner: ThreadPoolExecutor | None = None
 
     # -- life cycle -------------------------------------------------------------------------
 
@@ -270,7 +277,21 @@ class ControlLoop:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._task = self._plan_task = None
+        if self._planner is not None:
+            self._planner.shutdown(wait=False)
+            self._planner = None
         logger.info("control loop stopped after %d ticks", self.tick_count)
+
+    async def _in_planner(self, now: datetime) -> None:
+        """Run :meth:`_replan` in the re-plan thread (created on first use)."""
+        if self._planner is None:
+            self._planner = ThreadPoolExecutor(
+                max_workers=1,
+                thread_name_prefix="ampflow-replan",
+                initializer=_lower_priority,
+                initargs=(self.settings.replan_nice,),
+            )
+        await asyncio.get_running_loop().run_in_executor(self._planner, self._replan, now)
 
     def notify(self, reason: str, *, replan: bool = True) -> None:
         """Wake the loop now (thread-safe); with ``replan``, also re-plan at once."""
@@ -328,7 +349,7 @@ class ControlLoop:
     async def replan(self) -> None:
         """Re-plan now and wait for it (the loop does this by itself; tests call it)."""
         self._replan_requested = False
-        await asyncio.to_thread(self._replan, self.clock())
+        await self._in_planner(self.clock())
 
     def _maybe_replan(self) -> None:
         loop = asyncio.get_running_loop()
@@ -355,7 +376,7 @@ class ControlLoop:
     async def _replan_task(self) -> None:
         t0 = time.perf_counter()
         try:
-            await asyncio.to_thread(self._replan, self.clock())
+            await self._in_planner(self.clock())
         except asyncio.CancelledError:
             raise
         except Exception:  # the top-level runner of re-plans
@@ -599,7 +620,9 @@ class ControlLoop:
     # -- re-plan ----------------------------------------------------------------------------
 
     def _replan(self, now: datetime) -> None:
+        t0 = time.perf_counter()
         snap = self._snapshot(now)
+        t_snap = time.perf_counter()
         topo = snap.topology
         step = self.settings.plan_step_s
         T = max(1, int(self.settings.plan_horizon_h * 3600) // step)
@@ -635,16 +658,30 @@ class ControlLoop:
                 degradation_per_kwh=wear,
                 discharge_value_per_kwh=value,
             )
+            t_build = time.perf_counter()
             plan = solve_schedule(
                 problem, time_limit_s=self.settings.solver_time_limit_s, method="ipm"
             )
+            t_solve = time.perf_counter()
             status, message = plan.status, plan.message or _unmet_message(plan.unmet_kwh, sessions)
             if np.isfinite(plan.site_import_kw).all():
                 conn_kw = np.zeros((topo.n_connectors, T))
                 np.add.at(conn_kw, sessions.connector, _even_out(plan.p_kw, topo, sessions))
                 site_kw = plan.site_import_kw
+        t_store = time.perf_counter()
         self._store_plan(snap, now, start_s, step, conn_kw, site_kw, bounds, imp, status, message)
         self.plan_count += 1
+        if len(ses.pk):
+            logger.debug(
+                "re-plan %d: snapshot %.0f ms, problem %.0f ms, solve %.0f ms, result %.0f ms, "
+                "stored in %.0f ms",
+                self.plan_count,
+                1e3 * (t_snap - t0),
+                1e3 * (t_build - t_snap),
+                1e3 * (t_solve - t_build),
+                1e3 * (t_store - t_solve),
+                1e3 * (time.perf_counter() - t_store),
+            )
 
     def _settled_money(
         self, snap: Snapshot, sessions: Sessions, start_s: int, step: int, T: int, exp: FloatArray
@@ -894,3 +931,14 @@ def _unmet_message(unmet: FloatArray, sessions: Sessions) -> str:
     worst = short[np.argsort(-unmet[short])][:3]
     parts = ", ".join(f"{sessions.ids[i]} short {unmet[i]:.2f} kWh" for i in worst)
     return f"{len(short)} session(s) cannot reach their target: {parts}"
+
+
+def _lower_priority(nice: int) -> None:
+    """Lower the calling thread's CPU priority by ``nice`` (Linux: a thread has its own)."""
+    if nice <= 0 or not hasattr(os, "setpriority"):
+        return
+    try:
+        tid = threading.get_native_id()
+        os.setpriority(os.PRIO_PROCESS, tid, min(19, os.getpriority(os.PRIO_PROCESS, tid) + nice))
+    except OSError as exc:  # not allowed here: re-plans run at normal priority
+        logger.info("re-plan thread keeps its priority: %s", exc)

@@ -175,6 +175,9 @@ class Settings(BaseSettings):
         Assumed stay of an EV without a departure time [h].
     solver_time_limit_s : float
         HiGHS time limit of one re-plan [s].
+    replan_nice : int
+        How much lower the re-plan thread's CPU priority is than the rest (Linux ``nice``
+        increment, 0 to 19; 0 keeps it equal): the real-time path comes first.
     idempotency_ttl_h : float
         How long ``Idempotency-Key`` records are kept [h].
     tls_cert_file, tls_key_file : Path or None
@@ -217,6 +220,7 @@ class Settings(BaseSettings):
     boost_weight: Annotated[float, Field(gt=0)] = 4.0
     default_dwell_h: PositiveSeconds = 8.0
     solver_time_limit_s: PositiveSeconds = 20.0
+    replan_nice: Annotated[int, Field(ge=0, le=19)] = 10
     idempotency_ttl_h: PositiveSeconds = 24.0
     tls_cert_file: Path | None = None
     tls_key_file: Path | None = None

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -476,3 +478,32 @@ def test_safe_fallback_never_breaks_a_limit(demand: list[float], cap: float) -> 
     assert np.all(topo.A @ p <= ub + 1e-6)
     assert np.all((p == 0) | (p >= topo.p_min_kw - 1e-9))
     assert np.all(p <= np.minimum(np.array(demand), topo.p_max_kw) + 1e-9)
+
+
+def test_replans_run_in_their_own_lower_priority_thread(
+    db: Database, make_loop: Callable[..., ControlLoop], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    seed(db, "depot/cp-3/1", energy_target_kwh=10.0, departure_at=NOW + timedelta(hours=4))
+    loop = make_loop(replan_nice=5)
+    seen: list[tuple[str, int]] = []
+    replan = loop._replan
+
+    def spy(now: datetime) -> None:
+        tid = threading.get_native_id()
+        seen.append((threading.current_thread().name, os.getpriority(os.PRIO_PROCESS, tid)))
+        replan(now)
+
+    monkeypatch.setattr(loop, "_replan", spy)
+    base = os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    async def twice() -> None:
+        await loop.replan()
+        await loop.replan()
+        await loop.stop()
+
+    asyncio.run(twice())
+    assert [name.startswith("ampflow-replan") for name, _ in seen] == [True, True]
+    # The event loop's thread keeps its priority; the re-plan thread is 5 lower (nicer).
+    assert os.getpriority(os.PRIO_PROCESS, threading.get_native_id()) == base
+    assert [nice for _, nice in seen] == [min(19, base + 5)] * 2
+    assert loop.plan_count == 2
