@@ -631,9 +631,11 @@ class _Follower:
     An LP plans smooth powers, often below a connector's minimum (6 A), which an EV cannot
     draw. The follower keeps, per connector, the energy the plan asked for but did not get
     (``owed``) and adds it back when it can be given at or above the minimum: a sigma-delta
-    rounding of the plan that keeps its energy. The allocator then fits the result into the
-    plan's site envelope (plus what is owed) and the caps in force now, and finally hands out
-    what the plan leaves unused to EVs already charging.
+    rounding of the plan that keeps its energy. The allocator then fits the plan's own powers
+    into the plan's site envelope (plus what is owed) and the caps in force now, then what is
+    owed into what is left (so an EV planned at full power is never levelled down for the
+    catch-up of others), and finally hands out what the plan leaves unused to EVs already
+    charging.
     """
 
     def __init__(self, topo: Topology, dt_s: int, *, memory: bool = True):
@@ -668,11 +670,19 @@ class _Follower:
             follow = allocate(
                 topo, np.where(discharge < 0, 0.0, demand), weight=weight, row_upper=envelope
             )
+            given = follow.p_kw
         else:
-            follow = allocate(topo, target, row_upper=envelope, state=self.state)
+            # The plan's own powers first (they fit: the plan kept every row), then what it
+            # owes: an EV planned at full power is never levelled down to make room for the
+            # catch-up of others.
+            base = np.where(discharge < 0, 0.0, np.minimum(charge, demand))
+            follow = allocate(topo, base, row_upper=envelope, state=self.state)
+            given = follow.p_kw
+            owed = np.maximum(target - given, 0.0)
+            if owed.any():
+                given = given + allocate(topo, owed, row_upper=envelope - topo.A @ given).p_kw
         self.state = follow.state
-        extra = np.maximum(demand - follow.p_kw, 0.0) * (follow.p_kw > 0)
-        given = follow.p_kw
+        extra = np.maximum(demand - given, 0.0) * (given > 0)
         if extra.any():
             given = given + allocate(topo, extra, row_upper=envelope - topo.A @ given).p_kw
         self.owed = np.maximum(self.owed + (np.minimum(charge, demand) - given) * self.dt_h, 0.0)
