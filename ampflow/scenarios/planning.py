@@ -178,8 +178,10 @@ class MPC(_Base):
     Only the plugged EVs' part of the plan is followed; the phantoms are re-drawn at every
     re-plan, and a real arrival triggers one.
 
-    Chosen by replaying the ACN weeks (``benchmarks/quality.py``, with the session forecaster):
-    reserving for arrivals cuts the cost gap to the offline bound from 5.3 % to 1.0 % with
+    Chosen by replaying the ACN weeks (``benchmarks/quality.py``, with the session forecaster,
+    against the offline bound as it was before the plan follower served the plan's own powers
+    first, which made the bound 1-3 % cheaper): reserving for arrivals cut the cost gap to it
+    from 5.3 % to 1.0 % with
     1 point more energy on ``caltech-week-dr``, and from +0.4 % to -2.2 % at equal energy on
     ``jpl-week``; on ``caltech-week`` from 7.0 % to 0.4 %, but the flatter plan leaves 0.7
     point less energy to drivers who leave well before their forecast. Blocks of 1-2 h and
