@@ -252,12 +252,12 @@ def _solve(
 class _Work:
     """The rows that can still bind and the connectors on them (internal and mutable).
 
-    Rows and connectors stay sorted by site; ``rptr`` and ``cptr`` give each site's first row and
-    connector. A connector that no longer rises is *pinned* (``live`` false): ``lo = up`` = its
-    value and ``lo_w = up_w = _BIG``, so it never counts as a floor or cap still ahead. A connector
-    past its cap needs no pinning: at any higher level it holds its cap. ``res`` is each row's
-    bound less the load of connectors dropped at earlier compactions, ``rlim`` the same plus its
-    tolerance.
+    Rows and connectors stay sorted by site; ``rptr`` gives each site's first row, ``rcount`` and
+    ``ccount`` its numbers of rows and connectors. A connector that no longer rises is *pinned*
+    (``live`` false): ``lo = up`` = its value and ``lo_w = up_w = _BIG``, so it never counts as a
+    floor or cap still ahead. A connector past its cap needs no pinning: at any higher level it
+    holds its cap. ``res`` is each row's bound less the load of connectors dropped at earlier
+    compactions, ``rlim`` the same plus its tolerance.
 
     Filling evaluates every site at a candidate level (:meth:`step`). Per site: ``level`` (every
     row fits there), ``cand`` (the level to evaluate next), ``safe`` (a level known to fit, to
@@ -274,7 +274,6 @@ class _Work:
     rptr: IntArray
     rcount: IntArray
     csite: IntArray
-    cptr: IntArray
     ccount: IntArray
     lo: FloatArray
     up: FloatArray
@@ -326,7 +325,6 @@ class _Work:
             rptr=rptr,
             rcount=np.diff(rptr, append=len(rows)),
             csite=csite,
-            cptr=cptr,
             ccount=np.diff(cptr, append=len(cols)),
             lo=lo,
             up=up,
@@ -439,7 +437,6 @@ class _Work:
             rptr=rptr,
             rcount=np.diff(rptr, append=len(rows)),
             csite=csite,
-            cptr=cptr,
             ccount=np.diff(cptr, append=len(cols)),
             lo=self.lo.take(cols),
             up=self.up.take(cols),
