@@ -419,27 +419,22 @@ def record_profiles(s: DbSession, recs: Sequence[ProfileRecord]) -> None:
         return
     accepted = ChargingProfileStatus.ACCEPTED.value
     superseded = ChargingProfileStatus.SUPERSEDED.value
-    keys = {
-        (r.station_pk, r.ocpp_profile_id)
-        for r in recs
-        if r.status is ChargingProfileStatus.ACCEPTED
-    }
-    if keys:
+    last: dict[tuple[int, int], int] = {}  # the last accepted record per key stays accepted
+    for i, r in enumerate(recs):
+        if r.status is ChargingProfileStatus.ACCEPTED:
+            last[(r.station_pk, r.ocpp_profile_id)] = i
+    if last:
         s.execute(
             update(ChargingProfile)
             .where(
                 tuple_(ChargingProfile.station_pk, ChargingProfile.ocpp_profile_id).in_(
-                    sorted(keys)
+                    sorted(last)
                 ),
                 ChargingProfile.status == accepted,
             )
             .values(status=superseded)
             .execution_options(synchronize_session=False)
         )
-    last: dict[tuple[int, int], int] = {}  # the last accepted record per key stays accepted
-    for i, r in enumerate(recs):
-        if r.status is ChargingProfileStatus.ACCEPTED:
-            last[(r.station_pk, r.ocpp_profile_id)] = i
     rows = [
         {
             "station_pk": r.station_pk,
