@@ -240,7 +240,7 @@ class ProfileSink:
         if st.setup is not None and not st.setup.done():
             st.setup.cancel()
         st.ready = False
-        self._cancel_checks(link.station_id)
+        self._cancel_checks(link)
         self._refresh_held(st)
         st.setup = self._spawn(self._setup(st, booted=booted))
 
@@ -248,17 +248,16 @@ class ProfileSink:
         st = self.stations.get(link.station_id)
         if st is not None and st.link is link:
             st.ready = False
-            self._cancel_checks(link.station_id)
+            self._cancel_checks(link)
             self._refresh_held(st)
 
-    def _cancel_checks(self, station_id: str) -> None:
+    def _cancel_checks(self, link: StationLink) -> None:
         """Drop the station's composite checks to come: they would read a station that lost (or
         is being sent again) the profiles they were to check."""
-        for pk, c in self.connectors.items():
-            if c.station_id == station_id:
-                handle = self._timers.pop(pk, None)
-                if handle is not None:
-                    handle.cancel()
+        for conn in link.info.connectors.values() if link.info is not None else ():
+            handle = self._timers.pop(conn.pk, None)
+            if handle is not None:
+                handle.cancel()
 
     def transaction_started(self, link: StationLink, connector: int, tx: TxRef) -> None:
         c = self._connector(link, connector)
@@ -597,7 +596,6 @@ class ProfileSink:
         self, st: _Station, link: StationLink, c: _Connector, kw: float, at: tuple[int, int]
     ) -> None:
         self._timers.pop(c.info.pk, None)
-        gen = at[0]
         if (
             at != (c.generation, link.connections)
             or st.link is not link
@@ -615,7 +613,7 @@ class ProfileSink:
 
         async def check() -> None:
             outcome = await future
-            if not outcome.ok or (gen, at[1]) != (c.generation, link.connections):
+            if not outcome.ok or at != (c.generation, link.connections):
                 return
             limit = link.calls.parse_composite(outcome.response, self.gateway.clock())
             if limit is None:
