@@ -55,9 +55,8 @@ def mpc_forecasts(sc: Scenario, sessions: pd.DataFrame) -> dict[str, Any]:
     """``mpc`` parameters from forecasters fitted on ``sessions`` (ACN layout, from
     :func:`ampflow.scenarios.acn.read_acn`) before the scenario starts: a session forecaster
     (its median departure, a soft early target at its 10 % quantile, both read given the stay so
-    far) and an arrival forecaster
-    (capacity reserved for the EVs it expects). Used by ``replay --history`` and by
-    ``benchmarks.quality``.
+    far) and an arrival forecaster (capacity reserved for the EVs it expects). Used by
+    ``replay --history`` and by ``benchmarks.quality``.
     """
     from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
 

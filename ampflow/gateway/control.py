@@ -801,9 +801,8 @@ def _even_out(p_kw: FloatArray, topology: Topology, sessions: Sessions) -> Float
     power limit and weight (and no V2G) are interchangeable in the objective, and an LP
     solution may give one full power and another none, or nearly equal but different powers,
     which would reach the stations as needlessly different limits (and move again at every
-    re-plan). Each such group
-    gets its members' mean: the site's totals, hence its cost and peak, are unchanged, and the
-    allocator still holds every row when the plan is followed.
+    re-plan). Each such group gets its members' mean: the site's totals, hence its cost and
+    peak, are unchanged, and the allocator still holds every row when the plan is followed.
     """
     n = len(sessions.connector)
     if n < 2:

@@ -181,14 +181,13 @@ class MPC(_Base):
     Chosen by replaying the ACN weeks (``benchmarks/quality.py``, with the session forecaster,
     against the offline bound as it was before the plan follower served the plan's own powers
     first, which made the bound 1-3 % cheaper): reserving for arrivals cut the cost gap to it
-    from 5.3 % to 1.0 % with
-    1 point more energy on ``caltech-week-dr``, and from +0.4 % to -2.2 % at equal energy on
-    ``jpl-week``; on ``caltech-week`` from 7.0 % to 0.4 %, but the flatter plan leaves 0.7
-    point less energy to drivers who leave well before their forecast. Blocks of 1-2 h and
-    weights of 0.1-1 give the same results within 0.3 %. Extending the horizon to the
-    phantoms' departures instead of taking their energy pro rata costs 10-70 % more replay
-    time for no better result. The phantoms make each LP about 1.5-2 times larger: a replay
-    takes 0.75 s per site-day on ``caltech-week`` (0.48 blind), 3.4 on the busier
+    from 5.3 % to 1.0 % with 1 point more energy on ``caltech-week-dr``, and from +0.4 % to
+    -2.2 % at equal energy on ``jpl-week``; on ``caltech-week`` from 7.0 % to 0.4 %, but the
+    flatter plan leaves 0.7 point less energy to drivers who leave well before their forecast.
+    Blocks of 1-2 h and weights of 0.1-1 give the same results within 0.3 %. Extending the
+    horizon to the phantoms' departures instead of taking their energy pro rata costs 10-70 %
+    more replay time for no better result. The phantoms make each LP about 1.5-2 times larger:
+    a replay takes 0.75 s per site-day on ``caltech-week`` (0.48 blind), 3.4 on the busier
     ``jpl-week`` (1.9 blind).
     """
 
@@ -538,8 +537,8 @@ def dwell_given(
     the last its tail is exponential, with the density it has at the last level (so a driver
     who stays past every quantile is expected to stay on by a constant mean). Given the stay
     ``s`` with ``F(s) = p0``, the conditional quantile is ``Q(p0 + q (1 - p0))``: once the
-    early leavers have gone, the quantiles of those still here move later.
-    A forecast of a single quantile is taken as it is (it must be the one asked for).
+    early leavers have gone, the quantiles of those still here move later. A forecast of a
+    single quantile is taken as it is (it must be the one asked for).
 
     Examples
     --------
