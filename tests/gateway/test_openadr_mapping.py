@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from hypothesis import given
+from hypothesis import example, given
 from hypothesis import strategies as st
 
 from ampflow.gateway.db.base import SignalKind
@@ -125,13 +125,14 @@ def test_prices_are_per_kwh_and_implausible_prices_are_rejected() -> None:
 
 
 @given(cap=kw, sites=st.lists(st.floats(0, 1e3, allow_nan=False), min_size=1, max_size=6))
+@example(cap=1.5, sites=[5e-324])  # a subnormal limit: cap * x rounded to twice the cap
 def test_split_cap_sums_to_the_cap_in_proportion(cap: float, sites: list[float]) -> None:
     parts = split_cap_kw(cap, sites)
     assert sum(parts) == pytest.approx(cap, abs=1e-6)
     assert all(p >= 0 for p in parts)
     if sum(sites) > 0:
         for p, s in zip(parts, sites, strict=True):
-            assert p == pytest.approx(cap * s / sum(sites), abs=1e-6)
+            assert p == pytest.approx(cap * (s / sum(sites)), abs=1e-6)
 
 
 @given(key=st.text(max_size=40), window=st.floats(0, 7200, allow_nan=False))

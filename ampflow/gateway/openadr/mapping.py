@@ -376,7 +376,9 @@ def split_cap_kw(cap_kw: float, import_kws: Sequence[float]) -> tuple[float, ...
     total = float(sum(import_kws))
     if total <= 0:
         return tuple(cap_kw / n for _ in import_kws)
-    return tuple(cap_kw * float(x) / total for x in import_kws)
+    # The share first: ``cap * x`` can round in the subnormal range (1.5 * 5e-324 is 1e-323,
+    # twice as much), while ``x / total`` is at most 1 and exact when one site has it all.
+    return tuple(cap_kw * (float(x) / total) for x in import_kws)
 
 
 def randomized_offset_s(key: str, window_s: float) -> float:
