@@ -506,7 +506,7 @@ class MPC(_Base):
             qs.append(self.early_quantile)
         steps = [
             obs.arrival_step
-            + np.maximum(1, np.ceil(dwell_given(grid, self.grid_q, stayed_h, q) * 3600 / dt_s))
+            + np.maximum(1, np.floor(dwell_given(grid, self.grid_q, stayed_h, q) * 3600 / dt_s))
             for q in qs
         ]
         late, early = steps[0], np.minimum(steps[-1], steps[0])

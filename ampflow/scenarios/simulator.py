@@ -228,7 +228,9 @@ class _Simulation:
         else:
             fallback = np.full(len(df), float(self.sc.n_steps))
         est = np.where(np.isnan(est), fallback, est)
-        belief: IntArray = np.maximum(np.ceil(est).astype(np.int64), self.arrival + 1)
+        # Like the truth (``departure``): the last full step before the estimate, so that an
+        # estimate told the true departure believes exactly the steps the EV is really there.
+        belief: IntArray = np.maximum(np.floor(est).astype(np.int64), self.arrival + 1)
         return belief
 
     def context(self, *, with_truth: bool) -> PolicyContext:

@@ -170,6 +170,45 @@ def test_policies_see_estimates_never_the_true_departure(tmp_path: Path, policy:
     assert at_late.departure_step[0] == 15  # staying past the 3 h estimate: "leaves next step"
 
 
+def test_an_estimate_off_the_step_grid_is_believed_to_its_last_full_step(tmp_path: Path) -> None:
+    # The EV leaves at 04:06, so it charges in the steps up to 04:00 only. Told the truth as its
+    # estimate, a policy must believe exactly that, not one step more (rounding the estimate
+    # up made mpc plan 4.25 h for a 4 h stay and leave a step's energy undelivered).
+    rows = pd.DataFrame(
+        [
+            {
+                "session_id": "s0",
+                "charger_id": "cp-2",
+                "arrival": _at(0.0),
+                "departure": _at(4.1),
+                "departure_estimate": _at(4.1),
+                "energy_kwh": 7.4 * 4,
+                "max_kw": 7.4,
+            }
+        ]
+    )
+    flat = pd.DataFrame(
+        {
+            "time": [(T0 + pd.Timedelta(hours=h)).isoformat() for h in range(6)],
+            "import_per_kwh": [0.2] * 6,
+        }
+    )
+    sc = load_scenario(
+        write_scenario(
+            tmp_path / "grid",
+            sessions=rows,
+            prices=flat,
+            extra={"demand_charge_per_kw": 10.0},
+        )
+    )
+    rec = Recorder(make_policy("mpc"))
+    ds = simulate(sc, rec)
+    assert rec.seen[0].departure_step.tolist() == [16]  # 04:00 at 15-minute steps
+    # Needing full power for the whole stay, mpc must not spread it over a step that is not there.
+    delivered = float(ds.energy_delivered_kwh.sum())
+    assert delivered == pytest.approx(7.4 * 4, abs=1e-6)
+
+
 def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
     n = data.draw(st.integers(1, 4), label="sessions")
     chargers = ["cp-1", "cp-1", "cp-2", "dc-1"][:n]
