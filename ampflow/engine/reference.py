@@ -52,7 +52,7 @@ from numpy.typing import ArrayLike, NDArray
 from pyomo.opt import TerminationCondition
 
 from ampflow.engine.errors import ProblemError
-from ampflow.engine.scheduler import ScheduleProblem
+from ampflow.engine.scheduler import ScheduleProblem, urgency_share
 
 __all__ = ["ReferenceResult", "build_pyomo_model", "solve_pyomo"]
 
@@ -140,6 +140,9 @@ def build_pyomo_model(problem: ScheduleProblem) -> pyo.ConcreteModel:
     m.soc_max = pyo.Param(m.V2G, initialize={s: float(d.soc_max[s]) for s in m.V2G})
     m.unmet_price = pyo.Param(m.SESSIONS, initialize=_table(d.unmet_price))
     m.early_bias = pyo.Param(m.STEPS, initialize=_table(d.early_bias))
+    m.urgency_bias = pyo.Param(
+        m.WINDOW, initialize={(s, t): float(d.urgency_bias[s, t]) for s, t in window}
+    )
     wear = np.broadcast_to(
         np.asarray(problem.degradation_per_kwh, dtype=np.float64), (len(d.sunk_peak),)
     )
@@ -215,7 +218,9 @@ def build_pyomo_model(problem: ScheduleProblem) -> pyo.ConcreteModel:
             for t in m.STEPS
         )
     )
-    m.bias_cost = pyo.Expression(expr=sum(m.early_bias[t] * m.charge[s, t] for s, t in m.WINDOW))
+    m.bias_cost = pyo.Expression(
+        expr=sum((m.early_bias[t] + m.urgency_bias[s, t]) * m.charge[s, t] for s, t in m.WINDOW)
+    )
     m.degradation_cost = pyo.Expression(
         expr=sum(m.degradation[s] * m.discharge[s, t] * m.dt_h for s, t in m.V2G_WINDOW)
     )
@@ -322,6 +327,7 @@ class _Inputs:
     soc_max: FloatArray  # widened to include soc0 [kWh]
     unmet_price: FloatArray  # weight * penalty [currency/kWh]
     early_bias: FloatArray  # (T,) tie-break cost per kW of charge at each step [currency/kW]
+    urgency_bias: FloatArray  # (n, T) the same per session, to its early departure [currency/kW]
 
     @classmethod
     def from_problem(cls, p: ScheduleProblem) -> _Inputs:
@@ -356,6 +362,7 @@ class _Inputs:
         soc_min = np.where(np.isfinite(ses.soc_min_kwh), ses.soc_min_kwh, 0.0)
         soc_max = np.where(soc_known, ses.soc_max_kwh, 0.0)
         step_share = np.arange(T) / max(T - 1, 1)
+        urgency = urgency_share(ses, np.repeat(np.arange(n), T), np.tile(np.arange(T), n))
         return cls(
             T=T,
             n=n,
@@ -380,6 +387,7 @@ class _Inputs:
             soc_max=np.maximum(soc_max, soc0),
             unmet_price=ses.weight * p.unmet_penalty_per_kwh,
             early_bias=p.early_bias_per_kwh * dt_h * step_share,
+            urgency_bias=p.urgency_bias_per_kwh * dt_h * urgency.reshape(n, T),
         )
 
 

@@ -198,6 +198,12 @@ class ScheduleProblem:
         Penalty per kWh of unmet target; keep it far above any price.
     early_bias_per_kwh : float
         Tie-break cost per kWh, growing linearly from 0 at the first step to this at the last.
+    urgency_bias_per_kwh : float
+        Cost per kWh of charging a session later, growing linearly from 0 at its arrival to this
+        at its early departure (its milestone step where it has one, else its departure) and
+        flat after it (default 0). Where a limit binds, the plan then serves first the EVs that
+        may leave first, instead of an arbitrary vertex's choice; a robust plan under uncertain
+        departures wants it.
     milestone_penalty_per_kwh : float
         Cost per kWh short of a session's soft early target (``Sessions.milestone_kwh``); 0
         ignores the milestones.
@@ -224,6 +230,7 @@ class ScheduleProblem:
     discharge_value_per_kwh: ArrayLike | None = None
     unmet_penalty_per_kwh: float = 1000.0
     early_bias_per_kwh: float = 1e-4
+    urgency_bias_per_kwh: float = 0.0
     milestone_penalty_per_kwh: float = 0.0
     carbon_intensity_kg_per_kwh: ArrayLike | None = None
     carbon_price_per_kg: float = 0.0
@@ -238,6 +245,7 @@ class ScheduleProblem:
             "degradation_per_kwh",
             "unmet_penalty_per_kwh",
             "early_bias_per_kwh",
+            "urgency_bias_per_kwh",
             "milestone_penalty_per_kwh",
             "carbon_price_per_kg",
         ):
@@ -631,6 +639,8 @@ def _define_power(lp: _Lp, data: _Data) -> None:
     s, topo, p = data.s, data.topo, data.problem
     conn = s.connector
     bias = p.early_bias_per_kwh * data.dt_h * (data.k_t / max(data.T - 1, 1))
+    if p.urgency_bias_per_kwh > 0:
+        bias = bias + p.urgency_bias_per_kwh * data.dt_h * urgency_share(s, data.k_sess, data.k_t)
     k_site = data.site[data.k_sess]
     direct = ~data.grid_site[k_site]  # energy cost sits on the charge variable itself
     cost = bias + np.where(direct, data.price_imp[k_site, data.k_t] * data.dt_h, 0.0)
@@ -650,6 +660,18 @@ def _define_power(lp: _Lp, data: _Data) -> None:
     # Background energy of directly-priced sites is a constant of the objective.
     direct_site = ~data.grid_site
     lp.constant += float((data.price_imp * data.bg)[direct_site].sum() * data.dt_h)
+
+
+def urgency_share(s: Sessions, sess: IntArray, t: IntArray) -> FloatArray:
+    """For each (session, step) pair: the share of the session's time from its arrival to its
+    early departure gone by that step, at most 1 (the ramp of ``urgency_bias_per_kwh``).
+
+    The early departure is the session's milestone step where it has one, else its departure.
+    """
+    early = np.where(s.milestone_step > s.arrival_step, s.milestone_step, s.departure_step)
+    span = np.maximum(early - s.arrival_step, 1)[sess]
+    out: FloatArray = np.minimum((t - s.arrival_step[sess]) / span, 1.0)
+    return out
 
 
 def _define_topology(lp: _Lp, data: _Data) -> None:

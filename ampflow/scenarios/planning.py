@@ -125,6 +125,15 @@ class MPC(_Base):
         V2G-capable EV is plugged in: on ``v2g-depot`` it cuts the cost gap to ``offline``
         from 17 % to 4 %; without V2G the flat plan is worth its peak (on ``caltech-week``
         amortizing costs 5 points for 1.5 points more energy).
+    urgency_bias_per_kwh : float
+        Cost per kWh of charging an EV later, rising from 0 at its arrival to this at its early
+        departure (the forecast's ``early_quantile`` with a soft early target, else its planned
+        departure); see :class:`ScheduleProblem`. Where the site's limit or peak binds, the plan
+        serves first the EVs that may leave first instead of an arbitrary choice among equally
+        cheap plans. Replaying the ACN weeks with forecasts, 0.05 delivers 0.1-0.7 point more of
+        offline's energy for 0.1-0.5 point more cost; 0 turns it off. It applies only where
+        departures are estimates (:attr:`PolicyContext.departure_known` false): on
+        ``v2g-depot``, whose departures are known, it would raise the peak by 15 %.
     horizon_h : float
         Longest planning horizon [h]; the horizon ends at the last believed departure.
     time_limit_s : float
@@ -213,6 +222,7 @@ class MPC(_Base):
         split: str = "plan",
         conditional: bool = True,
         amortize_peak: bool | None = None,
+        urgency_bias_per_kwh: float = 0.05,
         base_load: Mapping[str, SeriesPredictor] | None = None,
         pv: Mapping[str, SeriesPredictor] | None = None,
     ):
@@ -223,6 +233,7 @@ class MPC(_Base):
         self.split = split
         self.conditional = conditional
         self.amortize_peak = amortize_peak
+        self.urgency_bias_per_kwh = urgency_bias_per_kwh
         for name, value in (
             ("arrival_block_h", arrival_block_h),
             ("arrival_weight", arrival_weight),
@@ -315,6 +326,9 @@ class MPC(_Base):
             sunk_peak_kw=obs.peak_kw,
             degradation_per_kwh=ctx.degradation_per_kwh,
             early_bias_per_kwh=self.early_bias_per_kwh,
+            # Urgency hedges departures the plan does not know; where they are known it would
+            # only pull charging (and the peak) earlier.
+            urgency_bias_per_kwh=0.0 if ctx.departure_known else self.urgency_bias_per_kwh,
             milestone_penalty_per_kwh=self.early_penalty_per_kwh,
         )
         schedule = solve_schedule(problem, time_limit_s=self.time_limit_s)

@@ -77,7 +77,8 @@ class PolicyContext:
     sessions that have plugged in, what was known at plug-in in the layout forecasters take:
     ``session_id``, ``arrival``, ``station_id``, ``estimated_departure`` (the driver's, NaT if
     none), ``claimed`` (whether the driver gave one), ``requested_kwh`` and ``user_id`` when the
-    scenario has them.
+    scenario has them. ``departure_known`` says whether the sessions' departures a policy sees
+    are the true ones (the scenario gives no estimates) rather than estimates.
     """
 
     topology: Topology
@@ -91,6 +92,7 @@ class PolicyContext:
     known_cap_kw: Callable[[int], FloatArray]
     plugin_info: Callable[[IntArray], pd.DataFrame] | None = None
     truth: Truth | None = None
+    departure_known: bool = False
 
 
 @dataclass(frozen=True)
@@ -263,6 +265,7 @@ class _Simulation:
             known_cap_kw=_KnownCaps(sc),
             plugin_info=self.plugin_info,
             truth=truth,
+            departure_known=sc.departure_known,
         )
 
     def plugin_info(self, sessions: IntArray) -> pd.DataFrame:

@@ -199,6 +199,7 @@ def make_problem(seed: int) -> ScheduleProblem:
         degradation_per_kwh=float(rng.uniform(0, 0.08)),
         unmet_penalty_per_kwh=float(rng.choice([1000.0, rng.uniform(0.5, 5)])),
         early_bias_per_kwh=float(rng.choice([0.0, 1e-4, 1e-2])),
+        urgency_bias_per_kwh=float(rng.choice([0.0, 0.05])),
     )
 
 
@@ -252,6 +253,8 @@ def _features(problem: ScheduleProblem, plan: Schedule) -> set[str]:
         out.add("arrived_before_horizon")
     if np.any(s.departure_step > T):
         out.add("departs_after_horizon")
+    if problem.urgency_bias_per_kwh > 0:
+        out.add("urgency_bias")
     return out
 
 
@@ -296,6 +299,7 @@ def test_random_instances_cover_the_model() -> None:
         "demand_charge_sunk_peak",
         "arrived_before_horizon",
         "departs_after_horizon",
+        "urgency_bias",
     }
     assert expected <= seen, expected - seen
 

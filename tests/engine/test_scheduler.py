@@ -509,3 +509,48 @@ def test_a_carbon_price_moves_charging_to_cleaner_hours() -> None:
     assert clean.p_kw[0, 0] == pytest.approx(0.0, abs=1e-6)
     assert clean.costs["energy"] == pytest.approx(11.0 * 0.12)
     assert clean.costs["carbon"] == pytest.approx(11.0 * 0.2 * 0.1)
+
+
+def test_urgency_bias_serves_the_ev_that_may_leave_first_under_a_binding_limit() -> None:
+    """Six EVs share a site that fits three at full power, all with enough time: every order is
+    as cheap. With the urgency bias the three that leave first (or whose soft early target comes
+    first) charge first; without it, the plan's choice is arbitrary."""
+    n, T = 6, 24
+    topo = compile_topology(
+        [
+            SiteSpec(
+                "site",
+                import_kw=3 * 11,
+                chargers=[ChargerSpec(f"c{i}", "site", max_kw=11) for i in range(n)],
+            )
+        ]
+    )
+    # Sessions 1, 3 and 5 leave at step 12 (or have their early target there); the others at 24.
+    early = np.array([24, 12, 24, 12, 24, 12])
+    by_departure = Sessions(
+        connector=np.arange(n),
+        arrival_step=np.zeros(n, dtype=np.int64),
+        departure_step=early,
+        e_target_kwh=np.full(n, 11 * 3 / 4),  # three 15-minute steps at full power
+        p_max_kw=np.full(n, 11.0),
+    )
+    by_milestone = replace(
+        by_departure,
+        departure_step=np.full(n, T),
+        milestone_step=early,
+        milestone_kwh=np.zeros(n),
+    )
+    for sessions in (by_departure, by_milestone):
+        problem = ScheduleProblem(
+            topo,
+            sessions,
+            n_steps=T,
+            dt_s=900,
+            import_price=np.full(T, 0.2),
+            urgency_bias_per_kwh=0.05,
+        )
+        plan = solve_schedule(problem)
+        assert plan.status is SolveStatus.OPTIMAL
+        np.testing.assert_allclose(plan.p_kw[1::2, :3], 11.0, atol=1e-6)
+        np.testing.assert_allclose(plan.p_kw[0::2, :3], 0.0, atol=1e-6)
+        assert plan.unmet_kwh.max() <= 1e-9
