@@ -18,6 +18,10 @@ start): each re-plan adds the EVs expected until the plugged EVs leave as low-we
 sessions, so the plan reserves capacity and peak for them (see
 :class:`ampflow.scenarios.planning.MPC`).
 
+Rows ``mpc-learned`` replay ``mpc`` without history but learning, from the sessions that have
+left so far in the replay, how far drivers leave from their estimates (``learn_estimates``), with
+the same soft early target; on scenarios whose departures are estimates.
+
 Rows ``mpc-true-departures`` are a diagnostic, not a causal policy: ``mpc`` with the arrival
 forecaster, told every driver's true departure as their estimate. The gap between it and
 ``mpc-arrivals`` is what not knowing departures costs; the gap between it and ``offline`` is what
@@ -93,6 +97,8 @@ def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     policies: dict[str, Any] = {name: {} for name in POLICIES}
     history = history_for(sc)
+    if not sc.departure_known:
+        policies["mpc-learned"] = {"learn_estimates": True, "early_penalty_per_kwh": 2.0}
     if history is not None:
         forecasts = {**mpc_forecasts(sc, history), "departure_quantile": quantile}
         policies["mpc-forecast"] = {k: v for k, v in forecasts.items() if k != "arrivals"}

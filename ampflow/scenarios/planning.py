@@ -135,6 +135,18 @@ class MPC(_Base):
         of offline's energy for 0.1-0.5 point more cost; 0 turns it off. It applies only where
         departures are estimates (:attr:`PolicyContext.departure_known` false): on
         ``v2g-depot``, whose departures are known, it would raise the peak by 15 %.
+    learn_estimates : bool
+        Without a ``forecaster``: learn, from the sessions that have left so far, how far drivers
+        leave from the departure first believed for them (the driver's estimate, or the site's
+        typical dwell), and plan each plugged EV on its first belief plus the errors'
+        ``departure_quantile``, with the soft early target at their ``early_quantile`` (with
+        ``early_penalty_per_kwh``). The errors are read given the EV's stay so far (those of
+        drivers who stayed at least as long past their belief); with none, it leaves next step.
+        It needs no history: analysts and sites without one get a hedge against optimistic
+        estimates. Replaying the ACN weeks with ``early_penalty_per_kwh=2``, it delivers 2.6-2.7
+        points more of offline's energy (94 -> 97 %) for 4-6 points more cost.
+    learn_min_sessions : int
+        Sessions that must have left before ``learn_estimates`` applies.
     horizon_h : float
         Longest planning horizon [h]; the horizon ends at the last believed departure.
     time_limit_s : float
@@ -224,6 +236,8 @@ class MPC(_Base):
         conditional: bool = True,
         amortize_peak: bool | None = None,
         urgency_bias_per_kwh: float = 0.01,
+        learn_estimates: bool = False,
+        learn_min_sessions: int = 10,
         base_load: Mapping[str, SeriesPredictor] | None = None,
         pv: Mapping[str, SeriesPredictor] | None = None,
     ):
@@ -235,6 +249,10 @@ class MPC(_Base):
         self.conditional = conditional
         self.amortize_peak = amortize_peak
         self.urgency_bias_per_kwh = urgency_bias_per_kwh
+        if learn_min_sessions < 1:
+            raise AmpflowError(f"mpc: learn_min_sessions must be >= 1, got {learn_min_sessions!r}")
+        self.learn_estimates = learn_estimates
+        self.learn_min_sessions = learn_min_sessions
         for name, value in (
             ("arrival_block_h", arrival_block_h),
             ("arrival_weight", arrival_weight),
@@ -271,12 +289,17 @@ class MPC(_Base):
         if unknown:
             raise AmpflowError(f"mpc: base_load/pv: unknown site(s) {unknown}")
         self.metered: list[tuple[FloatArray, FloatArray]] = []
+        self.first_belief: dict[int, int] = {}
+        self.was_present: frozenset[int] = frozenset()
+        self.errors: list[int] = []
 
     def decide(self, obs: Observation) -> FloatArray:
         t = obs.t
         if (self.base_load or self.pv) and obs.base_load_kw is not None and obs.pv_kw is not None:
             self.metered.append((obs.base_load_kw, obs.pv_kw))
         present = frozenset(int(s) for s in obs.session)
+        if self.learn_estimates:
+            self._learn(obs, present)
         plan = self.plan
         planned = None if plan is None else plan.at(t)
         if (
@@ -296,6 +319,9 @@ class MPC(_Base):
         if self.forecaster is not None:
             late, early = self.forecast(obs)
             obs = replace(obs, departure_step=np.maximum(late, t + 1))
+        elif self.learn_estimates and len(self.errors) >= self.learn_min_sessions:
+            late, early = self._learned(obs)
+            obs = replace(obs, departure_step=late)
         if self.dwell_scale != 1.0:
             dwell = (obs.departure_step - obs.arrival_step) * self.dwell_scale
             departure = np.maximum(obs.arrival_step + np.ceil(dwell).astype(np.int64), t + 1)
@@ -342,6 +368,41 @@ class MPC(_Base):
         p_kw = np.zeros((topo.n_connectors, horizon))
         np.add.at(p_kw, sessions.connector[:n_real], schedule.p_kw[:n_real])
         return _Plan(t, p_kw, present)
+
+    def _learn(self, obs: Observation, present: frozenset[int]) -> None:
+        """Record how far each session that left was from its first believed departure."""
+        t = obs.t
+        for s in self.was_present - present:
+            self.errors.append(t - self.first_belief[s])
+        for s, b in zip(obs.session.tolist(), obs.departure_step.tolist(), strict=True):
+            self.first_belief.setdefault(s, b)
+        self.was_present = present
+
+    def _learned(self, obs: Observation) -> tuple[IntArray, IntArray]:
+        """Planned and early departure of each plugged session from the errors seen so far.
+
+        Each session's first believed departure plus the ``departure_quantile`` (and the
+        ``early_quantile``) of the errors of the sessions that stayed at least as long past
+        theirs as it has; with none, it leaves next step.
+        """
+        t = obs.t
+        err = np.sort(np.asarray(self.errors, dtype=np.float64))
+        first = np.array([self.first_belief[s] for s in obs.session.tolist()], dtype=np.int64)
+        lo = np.searchsorted(err, t - first, side="right")  # errors consistent with being here
+        n = len(err) - lo
+        out = []
+        for q in (self.departure_quantile, self.early_quantile):
+            pos = lo + q * np.maximum(n - 1, 0)
+            i = np.minimum(np.floor(pos).astype(np.int64), len(err) - 1)
+            j = np.minimum(i + 1, len(err) - 1)
+            value = err[i] + (pos - i) * (err[j] - err[i])
+            step = np.where(n > 0, first + np.floor(value), t + 1).astype(np.int64)
+            out.append(np.maximum(step, t + 1))
+        late, early = out
+        early = np.minimum(early, late)
+        for k, s in enumerate(obs.session.tolist()):
+            self.forecast_step[s] = (int(late[k]), int(early[k]))
+        return late, early
 
     def _demand_charge(self, obs: Observation, horizon: int) -> float:
         """The demand charge the plan weighs a new peak by [per kW] (see ``amortize_peak``)."""
@@ -450,7 +511,7 @@ class MPC(_Base):
         if self.split == "plan" or len(obs) == 0:
             return self.follower(obs, planned)
         early = obs.departure_step
-        if self.forecaster is not None:
+        if self.forecaster is not None or self.learn_estimates:
             pairs = [self.forecast_step.get(int(s)) for s in obs.session]
             early = np.array(
                 [d if p is None else p[1] for p, d in zip(pairs, obs.departure_step, strict=True)],

@@ -143,3 +143,87 @@ def test_offline_delivers_what_it_planned_to_every_session() -> None:
     delivered = ds.energy_delivered_kwh.to_numpy()
     assert (planned - delivered).max() < 0.25
     assert metrics(ds)["over_limit_kwh"] == 0.0
+
+
+def _learning_scenario(tmp_path: Path, name: str, last_departure_h: float) -> Path:
+    """Two drivers who leave an hour before their estimate, then a third EV."""
+    t0 = pd.Timestamp(START)
+
+    def at(h: float) -> str:
+        return (t0 + pd.Timedelta(hours=h)).isoformat()
+
+    rows = [
+        ("s0", "cp-1", 0.0, 2.0, 3.0),
+        ("s1", "cp-2", 0.0, 2.0, 3.0),
+        ("s2", "cp-1", 2.5, last_departure_h, 5.5),
+    ]
+    sessions = pd.DataFrame(
+        [
+            {
+                "session_id": sid,
+                "charger_id": c,
+                "arrival": at(a),
+                "departure": at(d),
+                "departure_estimate": at(e),
+                "energy_kwh": 10.0,
+                "max_kw": 7.4,
+            }
+            for sid, c, a, d, e in rows
+        ]
+    )
+    return write_scenario(tmp_path / name, sessions=sessions)
+
+
+class _Watch:
+    """Records the learned (planned, early) departure of session 2 after every decision."""
+
+    name = "watch"
+    needs_truth = False
+
+    def __init__(self, inner: MPC):
+        self.inner = inner
+        self.seen: list[tuple[int, int] | None] = []
+
+    def reset(self, context: object) -> None:
+        self.inner.reset(context)  # type: ignore[arg-type]
+
+    def decide(self, obs: Observation) -> np.ndarray:
+        out = self.inner.decide(obs)
+        self.seen.append(self.inner.forecast_step.get(2))
+        return out
+
+
+def test_mpc_learns_how_far_drivers_leave_from_their_estimates(tmp_path: Path) -> None:
+    sc = load_scenario(_learning_scenario(tmp_path, "learn", 5.0))
+    policy = MPC(learn_estimates=True, learn_min_sessions=2, early_penalty_per_kwh=2.0)
+    watch = _Watch(policy)
+    simulate(sc, watch)
+    # 15-minute steps: s0 and s1 were believed to leave at step 12 and left at step 8.
+    assert sorted(policy.errors) == [-4, -4, -2]
+    # s2 plugs in at step 10 with an estimate of step 22: planned on 22 - 4 = 18.
+    assert watch.seen[10] == (18, 18)
+    # Still here at step 18, past every departure seen that far ahead: it leaves next step.
+    assert watch.seen[18] == (19, 19)
+    # Without learning, nothing is recorded and the estimate is the plan.
+    plain = MPC()
+    simulate(sc, plain)
+    assert plain.forecast_step == {}
+
+
+def test_learning_from_departures_never_peeks_at_the_ones_to_come(tmp_path: Path) -> None:
+    early = load_scenario(_learning_scenario(tmp_path, "early", 4.0))
+    late = load_scenario(_learning_scenario(tmp_path, "late", 5.0))
+    runs = [
+        simulate(sc, make_policy("mpc", learn_estimates=True, learn_min_sessions=2))
+        for sc in (early, late)
+    ]
+    first_difference = 16  # s2 leaves at 04:00 in one, 05:00 in the other
+    np.testing.assert_array_equal(
+        runs[0].power_kw[:first_difference].to_numpy(),
+        runs[1].power_kw[:first_difference].to_numpy(),
+    )
+
+
+def test_learn_min_sessions_must_be_positive() -> None:
+    with pytest.raises(AmpflowError, match="learn_min_sessions"):
+        MPC(learn_estimates=True, learn_min_sessions=0)
