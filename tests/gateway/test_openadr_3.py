@@ -250,12 +250,15 @@ def test_3_usage_reports_the_event_asks_for(db: Database, tmp_path: Path) -> Non
                 metered(db, 11.0)
                 ven = ven3(srv)
                 await until(lambda: ven.connected.is_set(), what="VEN connected")
+                # Two 2-second intervals starting 3 s from now: a report needs a sample within
+                # its interval, so the event must reach the VEN before the first one ends even
+                # on a busy machine (1-second intervals starting in 1 s failed under load).
                 body = cap_event(
                     pid,
                     30.0,
                     30.0,
-                    step="PT1S",
-                    start=datetime.now(UTC) + timedelta(seconds=1),
+                    step="PT2S",
+                    start=datetime.now(UTC) + timedelta(seconds=3),
                     reportDescriptors=[
                         {"payloadType": "USAGE", "units": "KWH"},
                         {"payloadType": "DEMAND", "units": "KW"},
@@ -281,7 +284,7 @@ def test_3_usage_reports_the_event_asks_for(db: Database, tmp_path: Path) -> Non
                 assert res["resourceName"] == "depot"
                 values = {p["type"]: p["values"][0] for p in res["intervals"][0]["payloads"]}
                 assert values["DEMAND"] == pytest.approx(11.0)
-                assert values["USAGE"] == pytest.approx(11.0 / 3600.0, rel=1e-3)
+                assert values["USAGE"] == pytest.approx(11.0 * 2 / 3600.0, rel=1e-3)
 
     run(scenario())
 
