@@ -150,6 +150,27 @@ def test_step_size_is_not_applied_at_the_switch_to_parking() -> None:
     assert parked.total_cost.excl_vat == D("2.10")
 
 
+def test_a_restriction_can_end_charging_time_between_two_seconds() -> None:
+    """Found by hypothesis: with 1-second steps, TIME restricted to the first 0.1 kWh ends at
+    59.405941 s. Charging alone, its rounding bills 60 s; followed by free parking it bills
+    59.405941 s, as OCPI rounds only the last time dimension. So even with unit steps a longer
+    session can cost less, by less than one step of charging TIME."""
+    elements = [
+        {"price_components": [component("PARKING_TIME", 0)]},
+        {
+            "price_components": [component("ENERGY", 0), component("TIME", 0.01)],
+            "restrictions": {"min_kwh": 0.0, "max_kwh": 0.1},
+        },
+    ]
+    start = datetime(2026, 1, 1, tzinfo=UTC)
+    alone = price_session(tariff(elements), usage(start, [(1, "0.101")]), time_zone="UTC")
+    parked = price_session(
+        tariff(elements), usage(start, [(1, "0.101")], parked_min=1), time_zone="UTC"
+    )
+    assert alone.total_cost.excl_vat == D("0.000166666667")  # 60 s at 0.01 per hour
+    assert parked.total_cost.excl_vat == D("0.000165016503")  # 59.405941 s
+
+
 def test_three_3_kwh_periods_with_a_10_kwh_step() -> None:
     """ocpi/ocpi #494: 3 + 3 + 3 kWh under three elements with a 10 kWh step bill 3, 3 and 4."""
     elements = [

@@ -7,9 +7,11 @@
 * The total never decreases when a session lasts longer or uses more energy, for tariffs
   without ``max_price``. The OCPI 2.2.1 step_size rule makes this hold only where no rounding
   remainder moves between components: with step sizes of 1 Wh / 1 s (and meter data on that grid),
-  for any restrictions; and with any step sizes for a single unrestricted element when the session
-  is extended within its last phase (charging or parking). ``test_pricing.py`` shows the
-  spec-mandated exception (21 min charging alone bills 25 min; followed by parking, 21 min).
+  for any restrictions, except that a session ending while charging may lose the rounding of its
+  charging TIME once parking follows (a restriction can end a TIME period between two seconds);
+  and with any step sizes for a single unrestricted element when the session is extended within
+  its last phase (charging or parking). ``test_pricing.py`` shows the spec-mandated exception
+  (21 min charging alone bills 25 min; followed by parking, 21 min).
 """
 
 from __future__ import annotations
@@ -22,9 +24,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ampflow.engine.cdr import AuthMethod, CdrContext, CdrToken, build_cdr, credit_cdr
-from ampflow.engine.periods import MeterSample, Reservation, SessionUsage
+from ampflow.engine.periods import MeterSample, PeriodKind, Reservation, SessionUsage
 from ampflow.engine.pricing import PricedSession, price_session
-from ampflow.engine.tariffs import Tariff, parse_tariff
+from ampflow.engine.tariffs import Tariff, TariffDimension, parse_tariff
 from tests.engine.billing import tariff_json, usage
 
 D = Decimal
@@ -218,16 +220,36 @@ def test_longer_or_more_energy_never_costs_less(
 ) -> None:
     start = data.draw(starts(zone))
     # parked longer
-    base = _cost(t, _session(start, legs, parked), zone)
+    parked_base = _cost(t, _session(start, legs, parked), zone)
     longer = _cost(t, _session(start, legs, parked + extra_parked), zone)
-    assert longer.total_cost.excl_vat >= base.total_cost.excl_vat
     # charged longer, with more energy (the base ends while charging)
     base = _cost(t, _session(start, legs, 0), zone)
     charged = _cost(t, _session(start, legs + more, parked), zone)
-    assert charged.total_cost.excl_vat >= base.total_cost.excl_vat
-    for a, b in ((base, charged), (base, longer)):
+    for a, b in ((parked_base, longer), (base, charged)):
+        # A longer session may end in parking where ``a`` ended while charging: OCPI then rounds
+        # the parking, not the charging TIME, so ``b`` may lack that rounding.
+        dropped_excl, dropped_incl = _charging_time_rounding(a)
+        assert b.total_cost.excl_vat >= a.total_cost.excl_vat - dropped_excl - _CUT
         if a.total_cost.incl_vat is not None and b.total_cost.incl_vat is not None:
-            assert b.total_cost.incl_vat >= a.total_cost.incl_vat
+            assert b.total_cost.incl_vat >= a.total_cost.incl_vat - dropped_incl - _CUT
+
+
+_CUT = D("1e-11")
+"""Costs are cut at 12 decimals per line (see :mod:`ampflow.engine.pricing`)."""
+
+
+def _charging_time_rounding(p: PricedSession) -> tuple[Decimal, Decimal]:
+    """What step_size rounding added to the charging TIME lines, excluding and including VAT."""
+    excl = incl = D(0)
+    for period in p.periods:
+        if period.kind is not PeriodKind.CHARGING:
+            continue
+        for ln in period.lines:
+            if ln.dimension is TariffDimension.TIME:
+                extra = ln.component.price * (ln.billed_volume - ln.volume) / 3600
+                excl += extra
+                incl += extra * (100 + (ln.component.vat or 0)) / 100
+    return excl, incl
 
 
 @settings(max_examples=150, deadline=None)
