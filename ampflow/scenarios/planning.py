@@ -510,13 +510,12 @@ class MPC(_Base):
     def follow(self, obs: Observation, planned: FloatArray) -> FloatArray:
         if self.split == "plan" or len(obs) == 0:
             return self.follower(obs, planned)
-        early = obs.departure_step
-        if self.forecaster is not None or self.learn_estimates:
-            pairs = [self.forecast_step.get(int(s)) for s in obs.session]
-            early = np.array(
-                [d if p is None else p[1] for p, d in zip(pairs, obs.departure_step, strict=True)],
-                dtype=np.int64,
-            )
+        # The early departures of the last re-plan's forecast (none without one).
+        pairs = [self.forecast_step.get(int(s)) for s in obs.session]
+        early = np.array(
+            [d if p is None else p[1] for p, d in zip(pairs, obs.departure_step, strict=True)],
+            dtype=np.int64,
+        )
         dt_h = self.ctx.dt_s / 3600
         need_h = obs.energy_remaining_kwh / np.maximum(obs.p_max_kw, 1e-6)
         laxity = np.maximum((early - obs.t) * dt_h - need_h, 0.25)
