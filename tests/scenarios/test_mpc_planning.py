@@ -72,16 +72,25 @@ class _Quantiles:
 
 
 class _Recording(MPC):
-    """``mpc`` that records each re-plan's step and planned departures."""
+    """``mpc`` that records, at each re-plan, every plugged session's planned and early
+    departure, forecast or learned."""
 
     def forecast(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
-        late, early = super().forecast(obs)
-        self.seen.append((obs.t, late.copy()))
+        return self._record(obs, *super().forecast(obs))
+
+    def _learned(self, obs: Observation) -> tuple[np.ndarray, np.ndarray]:
+        return self._record(obs, *super()._learned(obs))
+
+    def _record(
+        self, obs: Observation, late: np.ndarray, early: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray]:
+        pairs = zip(obs.session.tolist(), late.tolist(), early.tolist(), strict=True)
+        self.seen.append((obs.t, {s: (a, b) for s, a, b in pairs}))
         return late, early
 
     def reset(self, context: object) -> None:
         super().reset(context)  # type: ignore[arg-type]
-        self.seen: list[tuple[int, np.ndarray]] = []
+        self.seen: list[tuple[int, dict[int, tuple[int, int]]]] = []
 
 
 def _one_long_stay(tmp_path: Path) -> Path:
@@ -109,12 +118,12 @@ def test_mpc_plans_a_long_stay_on_the_quantiles_given_it_is_still_there(
     policy = _Recording(forecaster=_Quantiles(), conditional=conditional)
     simulate(sc, policy)
     steps_per_h = 3600 // sc.dt_s
-    at_3h = [late[0] for t, late in policy.seen if t == 3 * steps_per_h]
+    at_3h = [plans[0][0] for t, plans in policy.seen if t == 3 * steps_per_h]
     assert at_3h, "a re-plan at 3 h"
     if conditional:
         # 3 h in, the median of the drivers who stay that long, later than 3 h.
         expected = dwell_given(np.array([[1.0, 2.0, 4.0]]), LEVELS, 3.0, 0.5)[0]
-        assert at_3h[0] == int(np.ceil(expected * steps_per_h))
+        assert at_3h[0] == int(np.floor(expected * steps_per_h))
         assert at_3h[0] > 3 * steps_per_h + 1
     else:
         assert at_3h[0] == 2 * steps_per_h  # the plug-in median, already past
@@ -174,39 +183,21 @@ def _learning_scenario(tmp_path: Path, name: str, last_departure_h: float) -> Pa
     return write_scenario(tmp_path / name, sessions=sessions)
 
 
-class _Watch:
-    """Records the learned (planned, early) departure of session 2 after every decision."""
-
-    name = "watch"
-    needs_truth = False
-
-    def __init__(self, inner: MPC):
-        self.inner = inner
-        self.seen: list[tuple[int, int] | None] = []
-
-    def reset(self, context: object) -> None:
-        self.inner.reset(context)  # type: ignore[arg-type]
-
-    def decide(self, obs: Observation) -> np.ndarray:
-        out = self.inner.decide(obs)
-        self.seen.append(self.inner.forecast_step.get(2))
-        return out
-
-
 def test_mpc_learns_how_far_drivers_leave_from_their_estimates(tmp_path: Path) -> None:
     sc = load_scenario(_learning_scenario(tmp_path, "learn", 5.0))
-    policy = MPC(learn_estimates=True, learn_min_sessions=2, early_penalty_per_kwh=2.0)
-    watch = _Watch(policy)
-    simulate(sc, watch)
+    policy = _Recording(learn_estimates=True, learn_min_sessions=2, early_penalty_per_kwh=2.0)
+    simulate(sc, policy)
+    plans = dict(policy.seen)
     # 15-minute steps: s0 and s1 were believed to leave at step 12 and left at step 8.
     assert sorted(policy.errors) == [-4, -4, -2]
     # s2 plugs in at step 10 with an estimate of step 22: planned on 22 - 4 = 18.
-    assert watch.seen[10] == (18, 18)
+    assert plans[10][2] == (18, 18)
     # Still here at step 18, past every departure seen that far ahead: it leaves next step.
-    assert watch.seen[18] == (19, 19)
-    # Without learning, nothing is recorded and the estimate is the plan.
-    plain = MPC()
+    assert plans[18][2] == (19, 19)
+    # Without learning, nothing is learned and the estimate is the plan.
+    plain = _Recording()
     simulate(sc, plain)
+    assert plain.seen == []
     assert plain.forecast_step == {}
 
 
