@@ -298,7 +298,7 @@ class MPC(_Base):
         if (self.base_load or self.pv) and obs.base_load_kw is not None and obs.pv_kw is not None:
             self.metered.append((obs.base_load_kw, obs.pv_kw))
         present = frozenset(int(s) for s in obs.session)
-        if self.learn_estimates:
+        if self.learn_estimates and self.forecaster is None:  # a forecaster replaces learning
             self._learn(obs, present)
         plan = self.plan
         planned = None if plan is None else plan.at(t)
