@@ -657,6 +657,7 @@ class ControlLoop:
                 demand_charge_per_kw=max((x.demand_charge_per_kw for x in snap.sites), default=0.0),
                 degradation_per_kwh=wear,
                 discharge_value_per_kwh=value,
+                urgency_bias_per_kwh=self.settings.urgency_bias_per_kwh,
             )
             t_build = time.perf_counter()
             plan = solve_schedule(

@@ -175,6 +175,13 @@ class Settings(BaseSettings):
         Assumed stay of an EV without a departure time [h].
     solver_time_limit_s : float
         HiGHS time limit of one re-plan [s].
+    urgency_bias_per_kwh : float
+        Tie-break cost per kWh of charging an EV later, rising from 0 now to this at its
+        departure [currency/kWh] (``ScheduleProblem.urgency_bias_per_kwh``): where a site limit
+        binds and several plans cost the same, the plan serves first the EVs that leave first,
+        so a driver who leaves early has had the most. Keep it below the price steps that
+        matter (a price difference smaller than it may be traded for urgency); 0 leaves the
+        order to the solver.
     replan_nice : int
         How much lower the re-plan thread's CPU priority is than the rest (Linux ``nice``
         increment, 0 to 19; 0 keeps it equal): the real-time path comes first.
@@ -220,6 +227,7 @@ class Settings(BaseSettings):
     boost_weight: Annotated[float, Field(gt=0)] = 4.0
     default_dwell_h: PositiveSeconds = 8.0
     solver_time_limit_s: PositiveSeconds = 20.0
+    urgency_bias_per_kwh: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 0.01
     replan_nice: Annotated[int, Field(ge=0, le=19)] = 10
     idempotency_ttl_h: PositiveSeconds = 24.0
     tls_cert_file: Path | None = None

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from pydantic import ValidationError
 
 from ampflow.engine.topology import ChargerSpec, NodeSpec, SiteSpec, compile_topology
 from ampflow.gateway.control import (
@@ -429,6 +430,63 @@ def test_identical_evs_get_identical_limits_under_a_cap(
     got = [kw for cid, kw in limits(tick(loop)).items() if cid.startswith("fleet/")]
     assert sum(got) == pytest.approx(264.0, abs=0.5)
     assert max(got) - min(got) < 0.1
+
+
+def _urgency_fleet(db: Database) -> None:
+    """Four 11 kW EVs leaving in 2, 3, 4 and 5 h, 11 kWh each, at a 22 kW site with a flat
+    price: every order of service is equally cheap."""
+    fleet = SiteSpec(
+        "fleet",
+        import_kw=22,
+        chargers=[ChargerSpec(f"c{i}", "fleet", max_kw=11) for i in range(4)],
+    )
+    with db.write() as s:
+        sites.create_site(s, fleet, SiteInfo(timezone="UTC"))
+        for i, leave_h in enumerate((4, 2, 5, 3)):  # connector order is not departure order
+            sessions.start_session(
+                s,
+                connector_id=f"fleet/c{i}/1",
+                started_at=NOW - timedelta(minutes=10),
+                targets={"energy_target_kwh": 11.0, "departure_at": NOW + timedelta(hours=leave_h)},
+            )
+
+
+def test_a_full_site_serves_first_the_evs_that_leave_first(
+    db: Database, make_loop: Callable[..., ControlLoop]
+) -> None:
+    """Under a binding site limit the plan charges the EVs leaving in 2 and 3 h first, so that
+    a driver who leaves early has had the most, instead of an arbitrary split of the 22 kW."""
+    _urgency_fleet(db)
+    loop = make_loop(plan_step_s=900, plan_horizon_h=6)
+    asyncio.run(loop.replan())
+    got = limits(tick(loop))
+    assert got["fleet/c1/1"] == pytest.approx(11.0, abs=0.05)  # leaves in 2 h
+    assert got["fleet/c3/1"] == pytest.approx(11.0, abs=0.05)  # leaves in 3 h
+    assert got["fleet/c0/1"] == pytest.approx(0.0, abs=0.05)
+    assert got["fleet/c2/1"] == pytest.approx(0.0, abs=0.05)
+    with db.read() as s:
+        plan = {
+            cid: np.array(s.get_one(control_state.ConnectorControl, connector_pk(db, cid)).plan_kw)
+            for cid in ("fleet/c0/1", "fleet/c1/1", "fleet/c2/1", "fleet/c3/1")
+        }
+    for kw in plan.values():
+        assert kw.sum() * 0.25 == pytest.approx(11.0, abs=1e-3)
+    # Each EV is full by the end of the hour it is served in: 2 and 3 h first, then 4 and 5 h.
+    assert plan["fleet/c1/1"][:4].sum() * 0.25 == pytest.approx(11.0, abs=1e-3)
+    assert plan["fleet/c3/1"][:4].sum() * 0.25 == pytest.approx(11.0, abs=1e-3)
+    assert plan["fleet/c0/1"][4:8].sum() * 0.25 == pytest.approx(11.0, abs=1e-3)
+    assert plan["fleet/c2/1"][4:8].sum() * 0.25 == pytest.approx(11.0, abs=1e-3)
+
+
+def test_urgency_setting_is_read_from_the_environment_and_checked(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("AMPFLOW_URGENCY_BIAS_PER_KWH", "0.002")
+    assert make_settings(tmp_path, "sqlite://").urgency_bias_per_kwh == 0.002
+    for bad in ("-0.01", "nan"):
+        monkeypatch.setenv("AMPFLOW_URGENCY_BIAS_PER_KWH", bad)
+        with pytest.raises(ValidationError, match="urgency_bias_per_kwh"):
+            make_settings(tmp_path, "sqlite://")
 
 
 @settings(max_examples=150, deadline=None)
