@@ -196,6 +196,8 @@ class _Plan:
     computed_s: int
     kw: dict[int, FloatArray]  # connector pk -> per-step limit
     session_pks: frozenset[int]
+    # site pk -> per-step grid-connection bound the plan was made under [kW]
+    site_limit_kw: dict[int, FloatArray] = field(default_factory=dict)
 
 
 @dataclass
@@ -413,6 +415,12 @@ class ControlLoop:
         demand, weight = self._demand(snap, ses)
         planned, unplanned = self._planned_now(snap, ses)
         row_upper = bounds.ub[:, 0]
+        if planned is not None:
+            # A site whose limit is higher now than the plan had it (a cap cancelled or lowered
+            # since the plan's snapshot) is not held to the plan's load: it is allocated as if
+            # unforeseen until the next plan, which the change has asked for already.
+            stale = self._raised_since_plan(snap, row_upper[topo.site_root_row])
+            unplanned = unplanned | stale[topo.connector_site]
         fixed = np.array([(fixed_kw or {}).get(int(pk), np.nan) for pk in snap.connector_pk])
         is_fixed = ~np.isnan(fixed)
         if is_fixed.any():  # uncontrollable load uses up capacity first
@@ -528,6 +536,19 @@ class ControlLoop:
             if int(ses.pk[i]) not in plan.session_pks or late:
                 unplanned[x.col] = True
         return planned, unplanned
+
+    def _raised_since_plan(self, snap: Snapshot, site_limit_kw: FloatArray) -> BoolArray:
+        """Per site: is its grid-connection bound now above the one the plan had for now?"""
+        plan = self._plan
+        out = np.zeros(len(snap.sites), dtype=bool)
+        if plan is None:
+            return out
+        k = (snap.at_s - plan.start_s) // plan.step_s
+        for i, site in enumerate(snap.sites):
+            planned = plan.site_limit_kw.get(site.pk)
+            if planned is not None and 0 <= k < len(planned):
+                out[i] = site_limit_kw[i] > planned[k] + _PLAN_EPS_KW
+        return out
 
     def _changed(
         self, snap: Snapshot, p: FloatArray, *, force: frozenset[int] = frozenset()
@@ -789,6 +810,9 @@ class ControlLoop:
             computed_s=snap.at_s,
             kw={int(pk): conn_kw[c].copy() for c, pk in enumerate(snap.connector_pk)},
             session_pks=frozenset(int(x.pk) for x in snap.sessions),
+            site_limit_kw={
+                site.pk: bounds.ub[roots[i]].copy() for i, site in enumerate(snap.sites)
+            },
         )
 
 

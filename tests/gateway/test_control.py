@@ -169,6 +169,28 @@ def test_levels_opt_out_and_cancellation(
     assert tick(loop).sites[0].dr_cap_kw is None
 
 
+def test_a_cancelled_cap_is_not_held_by_the_plan_made_under_it(
+    db: Database, make_loop: Callable[..., ControlLoop]
+) -> None:
+    """A plan made while a DR cap was in force holds the site to the cap's level; once the cap
+    is cancelled the next tick lifts the limits at once, without waiting for the next plan
+    (before, the loop kept following the capped plan until a re-plan finished)."""
+    seed(db, "depot/cp-3/1", energy_target_kwh=80.0, departure_at=NOW + timedelta(hours=8))
+    cap = post_event(db, 11.0)
+    loop = make_loop(plan_step_s=900, plan_horizon_h=12)
+    asyncio.run(loop.replan())
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(11.0)
+    with db.write() as s:
+        signals.cancel_signal(s, cap)
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(22.0)
+    # The plan made after the cancellation is followed again.
+    asyncio.run(loop.replan())
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(22.0)
+    # A cap posted after the plan still holds at once: the envelope takes the lower bound.
+    post_event(db, 7.0)
+    assert limits(tick(loop))["depot/cp-3/1"] == pytest.approx(7.0)
+
+
 def test_time_of_day_limits_follow_dst(db: Database) -> None:
     with db.write() as s:
         sites.create_site(s, spec(), SiteInfo(timezone="Europe/Amsterdam"))
