@@ -27,11 +27,18 @@ forecaster, told every driver's true departure as their estimate. The gap betwee
 ``mpc-arrivals`` is what not knowing departures costs; the gap between it and ``offline`` is what
 not knowing arrivals (and their energy) costs.
 
+``--frontier 0.25,0.5,1,2`` adds, per ACN week, the trade-off a causal ``mpc`` can choose:
+``mpc-arrivals`` replayed at each soft-early-target penalty (per kWh short of the 10 % quantile
+of departure), its energy and cost against ``offline`` and its peak, and the cost at which the
+frontier reaches 99.5 % of ``offline``'s energy (interpolated between the two penalties that
+bracket it; ``null`` when none does).
+
 ``--quick`` replays only the first day of each scenario.
 """
 
 from __future__ import annotations
 
+import argparse
 import time
 from dataclasses import replace
 from typing import Any
@@ -93,7 +100,9 @@ def history_for(sc: Scenario) -> pd.DataFrame | None:
     return pd.concat([read_acn(acn_path(f)) for f in files], ignore_index=True)
 
 
-def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
+def run_scenario(
+    sc: Scenario, *, quantile: float, frontier: tuple[float, ...] = ()
+) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     policies: dict[str, Any] = {name: {} for name in POLICIES}
     history = history_for(sc)
@@ -121,7 +130,52 @@ def run_scenario(sc: Scenario, *, quantile: float) -> dict[str, Any]:
     if "mpc-arrivals" in rows:
         # The same targets for mpc as an analyst runs it with history (replay --history).
         rows["targets_with_forecasts"] = _targets(rows["mpc-arrivals"], rows["llf"])
+        if frontier:
+            rows["frontier"] = _frontier(sc, policies["mpc-arrivals"], frontier, off)
     return rows
+
+
+def _frontier(
+    sc: Scenario, params: dict[str, Any], penalties: tuple[float, ...], off: dict[str, Any]
+) -> dict[str, Any]:
+    """``mpc`` with ``params`` at each early-target penalty: energy and cost vs ``offline``."""
+    points = []
+    for penalty in penalties:
+        m = metrics(
+            simulate(sc, make_policy("mpc", **{**params, "early_penalty_per_kwh": penalty}))
+        )
+        points.append(
+            {
+                "early_penalty_per_kwh": penalty,
+                "energy_vs_offline": _ratio(
+                    float(m["energy_delivered_kwh"]), off["energy_delivered_kwh"]
+                ),
+                "cost_vs_offline": _ratio(float(m["total_cost"]), off["total_cost"]),
+                "peak_kw": round(float(m["peak_kw"]), 2),
+                "over_limit_kwh": round(float(m["over_limit_kwh"]), 4),
+            }
+        )
+    return {"points": points, "cost_vs_offline_at_99.5pct_energy": cost_at(points, 0.995)}
+
+
+def cost_at(points: list[dict[str, Any]], energy: float) -> float | None:
+    """The cost (vs offline) at which the frontier reaches ``energy`` (vs offline): linear
+    between the cheapest point at or above it and the dearest cheaper point below it."""
+    above = [p for p in points if p["energy_vs_offline"] >= energy]
+    if not above:
+        return None
+    hi = min(above, key=lambda p: p["cost_vs_offline"])
+    below = [
+        p
+        for p in points
+        if p["energy_vs_offline"] < energy and p["cost_vs_offline"] <= hi["cost_vs_offline"]
+    ]
+    if not below:
+        return float(hi["cost_vs_offline"])
+    lo = max(below, key=lambda p: p["energy_vs_offline"])
+    share = (energy - lo["energy_vs_offline"]) / (hi["energy_vs_offline"] - lo["energy_vs_offline"])
+    cost = lo["cost_vs_offline"] + share * (hi["cost_vs_offline"] - lo["cost_vs_offline"])
+    return round(float(cost), 4)
 
 
 def _targets(mpc: dict[str, Any], llf: dict[str, Any]) -> dict[str, bool]:
@@ -141,11 +195,29 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 4)
 
 
+def _penalties(text: str) -> tuple[float, ...]:
+    try:
+        values = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(
+            f"expected numbers separated by commas, got {text!r}"
+        ) from exc
+    if not values or not all(np.isfinite(v) and v >= 0 for v in values):
+        raise argparse.ArgumentTypeError(f"expected finite penalties >= 0, got {text!r}")
+    return values
+
+
 def main() -> None:
     p = parser(__doc__ or "")
     p.add_argument("--quick", action="store_true", help="first day of each scenario only")
     p.add_argument("--scenarios", default=",".join(BUNDLED))
     p.add_argument("--quantile", type=float, default=0.5, help="mpc-forecast departure quantile")
+    p.add_argument(
+        "--frontier",
+        type=_penalties,
+        default=(),
+        help="early-target penalties per kWh for mpc-arrivals' energy-cost frontier, e.g. 0.5,1,2",
+    )
     args = p.parse_args()
     out: dict[str, Any] = {
         "benchmark": "quality",
@@ -158,7 +230,7 @@ def main() -> None:
         sc = load_scenario(bundled_scenario(name))
         if args.quick:
             sc = first_day(sc)
-        out["scenarios"][name] = run_scenario(sc, quantile=args.quantile)
+        out["scenarios"][name] = run_scenario(sc, quantile=args.quantile, frontier=args.frontier)
     targets = [r["targets"] for r in out["scenarios"].values()]
     out["all_targets_met"] = bool(np.all([all(t.values()) for t in targets]))
     out["wall_s"] = round(time.perf_counter() - t0, 1)
