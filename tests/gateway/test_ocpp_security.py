@@ -214,6 +214,32 @@ def test_message_rate_limit(ocpp_server: Callable[..., Server]) -> None:
     asyncio.run(scenario())
 
 
+def test_a_rate_limited_call_is_answered_in_turn(ocpp_server: Callable[..., Server]) -> None:
+    """Calls sent back to back (against OCPP-J's one-at-a-time rule) are answered in the order
+    they came, the refused one included: its CallError does not overtake the answers to the
+    calls before it that are still being handled."""
+    srv = ocpp_server(rate_per_s=0.5, rate_burst=3)
+    setup_depot(srv, ("CP1", "cp-1", None))
+    values = [{"value": "12500", "measurand": "Energy.Active.Import.Register", "unit": "Wh"}]
+    meter = {
+        "connectorId": 1,
+        "meterValue": [{"timestamp": "2026-01-01T00:00:00Z", "sampledValue": values}],
+    }
+
+    async def scenario() -> None:
+        async with websockets.connect(f"{srv.ws}/CP1", subprotocols=["ocpp1.6"]) as ws:
+            frames = [json.dumps([2, f"m{i}", "MeterValues", meter]) for i in range(3)]
+            frames.append('[2, "over", "Heartbeat", {}]')
+            for frame in frames:
+                await ws.send(frame)
+            replies = [json.loads(await asyncio.wait_for(ws.recv(), 10)) for _ in frames]
+            assert [r[1] for r in replies] == ["m0", "m1", "m2", "over"]
+            assert [r[0] for r in replies] == [3, 3, 3, 4]
+            assert "rate limit" in replies[3][3]
+
+    asyncio.run(scenario())
+
+
 def _self_signed(tmp_path: Path) -> tuple[Path, Path]:
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])

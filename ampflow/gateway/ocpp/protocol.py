@@ -353,12 +353,15 @@ class CentralSystemMixin:
     async def _over_limit(self, raw: str) -> None:
         kind, uid = _message_id(raw)
         if kind == MessageType.Call:
-            await self._reply_error(
+            # In turn, behind the answers to the calls before it.
+            refuse = functools.partial(
+                self._reply_error,
                 uid,
                 "GenericError",
                 f"rate limit: at most {self._bucket.rate:g} messages/s "
                 f"(burst {self._bucket.burst:g})",
             )
+            await self._in_order(refuse)
         self._floods += 1
         if self._floods >= _FLOOD_LIMIT * self._bucket.burst:
             logger.warning("%s: closing a flooding connection", self.link.station_id)
