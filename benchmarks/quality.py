@@ -27,11 +27,12 @@ forecaster, told every driver's true departure as their estimate. The gap betwee
 ``mpc-arrivals`` is what not knowing departures costs; the gap between it and ``offline`` is what
 not knowing arrivals (and their energy) costs.
 
-``--frontier 0.25,0.5,1,2`` adds, per ACN week, the trade-off a causal ``mpc`` can choose:
-``mpc-arrivals`` replayed at each soft-early-target penalty (per kWh short of the 10 % quantile
-of departure), its energy and cost against ``offline`` and its peak, and the cost at which the
-frontier reaches 99.5 % of ``offline``'s energy (interpolated between the two penalties that
-bracket it; ``null`` when none does).
+``--frontier 0.25,0.5,1,2,0.05:2,0.05:8`` adds, per ACN week, the trade-off a causal ``mpc``
+can choose: ``mpc-arrivals`` replayed with each soft early target (a penalty per kWh short of the
+10 % quantile of departure, or ``Q:PENALTY`` for the ``Q`` quantile, with a forecaster that also
+predicts it), its energy and cost against ``offline`` and its peak, and the cost at which the
+frontier reaches 99.5 % of ``offline``'s energy (interpolated between the points that bracket
+it; ``null`` when none reaches it).
 
 ``--quick`` replays only the first day of each scenario.
 """
@@ -101,7 +102,7 @@ def history_for(sc: Scenario) -> pd.DataFrame | None:
 
 
 def run_scenario(
-    sc: Scenario, *, quantile: float, frontier: tuple[float, ...] = ()
+    sc: Scenario, *, quantile: float, frontier: tuple[tuple[float, float], ...] = ()
 ) -> dict[str, Any]:
     rows: dict[str, Any] = {}
     policies: dict[str, Any] = {name: {} for name in POLICIES}
@@ -127,25 +128,32 @@ def run_scenario(
         row["energy_vs_offline"] = _ratio(row["energy_delivered_kwh"], off["energy_delivered_kwh"])
         row["cost_vs_offline"] = _ratio(row["total_cost"], off["total_cost"])
     rows["targets"] = _targets(rows["mpc"], rows["llf"])
-    if "mpc-arrivals" in rows:
+    if history is not None:
         # The same targets for mpc as an analyst runs it with history (replay --history).
         rows["targets_with_forecasts"] = _targets(rows["mpc-arrivals"], rows["llf"])
         if frontier:
-            rows["frontier"] = _frontier(sc, policies["mpc-arrivals"], frontier, off)
+            rows["frontier"] = _frontier(sc, history, quantile, frontier, off)
     return rows
 
 
 def _frontier(
-    sc: Scenario, params: dict[str, Any], penalties: tuple[float, ...], off: dict[str, Any]
+    sc: Scenario,
+    history: pd.DataFrame,
+    quantile: float,
+    targets: tuple[tuple[float, float], ...],
+    off: dict[str, Any],
 ) -> dict[str, Any]:
-    """``mpc`` with ``params`` at each early-target penalty: energy and cost vs ``offline``."""
+    """``mpc-arrivals`` with each (early quantile, penalty): energy and cost vs ``offline``."""
     points = []
-    for penalty in penalties:
-        m = metrics(
-            simulate(sc, make_policy("mpc", **{**params, "early_penalty_per_kwh": penalty}))
-        )
+    forecasts: dict[float, dict[str, Any]] = {}
+    for q, penalty in targets:
+        if q not in forecasts:
+            forecasts[q] = mpc_forecasts(sc, history, early_quantile=q)
+        params = {**forecasts[q], "departure_quantile": quantile, "early_penalty_per_kwh": penalty}
+        m = metrics(simulate(sc, make_policy("mpc", **params)))
         points.append(
             {
+                "early_quantile": q,
                 "early_penalty_per_kwh": penalty,
                 "energy_vs_offline": _ratio(
                     float(m["energy_delivered_kwh"]), off["energy_delivered_kwh"]
@@ -195,16 +203,27 @@ def _ratio(a: float, b: float) -> float:
     return round(a / b, 4)
 
 
-def _penalties(text: str) -> tuple[float, ...]:
-    try:
-        values = tuple(float(x) for x in text.split(",") if x.strip())
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(
-            f"expected numbers separated by commas, got {text!r}"
-        ) from exc
-    if not values or not all(np.isfinite(v) and v >= 0 for v in values):
-        raise argparse.ArgumentTypeError(f"expected finite penalties >= 0, got {text!r}")
-    return values
+def _targets_arg(text: str) -> tuple[tuple[float, float], ...]:
+    """``0.5,2,0.05:8`` -> ((0.1, 0.5), (0.1, 2.0), (0.05, 8.0))."""
+    out = []
+    for item in (x.strip() for x in text.split(",")):
+        if not item:
+            continue
+        q, _, penalty = item.rpartition(":")
+        try:
+            pair = (float(q) if q else 0.1, float(penalty))
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(
+                f"expected PENALTY or QUANTILE:PENALTY items separated by commas, got {item!r}"
+            ) from exc
+        if not (0 < pair[0] < 0.5 and np.isfinite(pair[1]) and pair[1] >= 0):
+            raise argparse.ArgumentTypeError(
+                f"expected a quantile in (0, 0.5) and a finite penalty >= 0, got {item!r}"
+            )
+        out.append(pair)
+    if not out:
+        raise argparse.ArgumentTypeError(f"expected at least one penalty, got {text!r}")
+    return tuple(out)
 
 
 def main() -> None:
@@ -214,9 +233,10 @@ def main() -> None:
     p.add_argument("--quantile", type=float, default=0.5, help="mpc-forecast departure quantile")
     p.add_argument(
         "--frontier",
-        type=_penalties,
+        type=_targets_arg,
         default=(),
-        help="early-target penalties per kWh for mpc-arrivals' energy-cost frontier, e.g. 0.5,1,2",
+        help="soft early targets for mpc-arrivals' energy-cost frontier: PENALTY (per kWh, at the "
+        "10 %% quantile) or QUANTILE:PENALTY, e.g. 0.5,1,2,0.05:4",
     )
     args = p.parse_args()
     out: dict[str, Any] = {

@@ -51,22 +51,25 @@ def _policy_params(params: list[str]) -> dict[str, Any]:
     return out
 
 
-def mpc_forecasts(sc: Scenario, sessions: pd.DataFrame) -> dict[str, Any]:
+def mpc_forecasts(
+    sc: Scenario, sessions: pd.DataFrame, *, early_quantile: float = 0.1
+) -> dict[str, Any]:
     """``mpc`` parameters from forecasters fitted on ``sessions`` (ACN layout, from
     :func:`ampflow.scenarios.acn.read_acn`) before the scenario starts: a session forecaster
-    (its median departure, a soft early target at its 10 % quantile, both read given the stay so
-    far) and an arrival forecaster (capacity reserved for the EVs it expects). Used by
+    (its median departure, a soft early target at its ``early_quantile``, both read given the
+    stay so far) and an arrival forecaster (capacity reserved for the EVs it expects). Used by
     ``replay --history`` and by ``benchmarks.quality``.
     """
     from ampflow.forecasting import ArrivalForecaster, SessionForecaster, fit_before
 
     sessions = sessions.assign(site_id=sc.topology.site_ids[0])
-    model = SessionForecaster(quantiles=(0.1, 0.25, 0.5, 0.75, 0.9), timezone=sc.timezone)
+    levels = tuple(sorted({early_quantile, 0.1, 0.25, 0.5, 0.75, 0.9}))
+    model = SessionForecaster(quantiles=levels, timezone=sc.timezone)
     arrivals = ArrivalForecaster(step="15min", timezone=sc.timezone)
     return {
         "forecaster": fit_before(model, sessions, sc.start),
         "arrivals": fit_before(arrivals, sessions, sc.start, end=sc.start),
-        "early_quantile": 0.1,
+        "early_quantile": early_quantile,
         "early_penalty_per_kwh": 2.0,
     }
 
