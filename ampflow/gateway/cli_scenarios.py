@@ -74,9 +74,17 @@ def mpc_forecasts(
     }
 
 
-def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
-    """:func:`mpc_forecasts` on ``--history``: a file, or a bundled ACN file's name."""
+def _forecasters(sc: Scenario, history: str, params: dict[str, Any]) -> dict[str, Any]:
+    """:func:`mpc_forecasts` on ``--history``: a file, or a bundled ACN file's name; the
+    session forecaster also predicts an ``early_quantile`` given in ``params``."""
     from ampflow.scenarios.acn import acn_path, read_acn
+
+    early = params.get("early_quantile", 0.1)
+    if isinstance(early, bool) or not isinstance(early, int | float) or not 0 < early < 0.5:
+        raise typer.BadParameter(
+            f"early_quantile: expected a number in (0, 0.5) with --history, got {early!r}",
+            param_hint="--param",
+        )
 
     try:
         path = Path(history) if Path(history).exists() else acn_path(history)
@@ -88,7 +96,7 @@ def _forecasters(sc: Scenario, history: str) -> dict[str, Any]:
             param_hint="--history",
         ) from exc
     try:
-        return mpc_forecasts(sc, sessions)
+        return mpc_forecasts(sc, sessions, early_quantile=float(early))
     except (AmpflowError, ValueError) as exc:
         raise typer.BadParameter(
             f"{history!r}: cannot fit forecasters on it before the scenario starts "
@@ -119,7 +127,7 @@ def replay(
     if history is not None:
         if policy != "mpc":
             raise typer.BadParameter("only the mpc policy uses forecasts", param_hint="--history")
-        params = {**_forecasters(sc, history), **params}
+        params = {**_forecasters(sc, history, params), **params}
     try:
         pol = make_policy(policy, **params)
     except AmpflowError as exc:

@@ -9,6 +9,9 @@ import pytest
 from typer.testing import CliRunner
 
 from ampflow.gateway.cli import app
+from ampflow.gateway.cli_scenarios import mpc_forecasts
+from ampflow.scenarios import bundled_scenario, load_scenario
+from ampflow.scenarios.acn import acn_path, read_acn
 from ampflow.scenarios.results import METRICS, read_result
 
 runner = CliRunner(env={"COLUMNS": "400", "NO_COLOR": "1"})
@@ -69,6 +72,35 @@ def test_compare_prints_one_table(tiny: Path) -> None:
     res = runner.invoke(app, ["compare", str(tiny), "--policies", "edf,llf", "--json"])
     data = json.loads(res.stdout.strip().splitlines()[-1])
     assert set(data) == {"edf", "llf"}
+
+
+def test_history_forecaster_predicts_the_early_quantile_asked_for() -> None:
+    """``replay --history --param early_quantile=0.05`` fits a forecaster that predicts the
+    5 % quantile of dwell (not an extrapolation below its 10 %), and a quantile outside
+    (0, 0.5) is refused before anything is fitted, naming the parameter."""
+    sc = load_scenario(bundled_scenario("caltech-week"))
+    history = read_acn(acn_path("caltech_2019-05-01_2019-08-31"))
+    params = mpc_forecasts(sc, history, early_quantile=0.05)
+    assert params["early_quantile"] == 0.05
+    frame = sc.sessions.iloc[:3].rename(
+        columns={"charger_id": "station_id", "departure_estimate": "estimated_departure"}
+    )
+    pred = params["forecaster"].predict_sessions(frame)
+    assert (pred["dwell_h_q5"] <= pred["dwell_h_q10"]).all()
+    for bad in ("0.7", "0", "soon"):
+        res = runner.invoke(
+            app,
+            [
+                "replay",
+                "caltech-week",
+                "--history",
+                "caltech_2019-05-01_2019-08-31",
+                "--param",
+                f"early_quantile={bad}",
+            ],
+        )
+        assert res.exit_code == 2, res.output
+        assert "early_quantile" in res.output
 
 
 @pytest.mark.slow
