@@ -260,6 +260,12 @@ class MPC(_Base):
         ):
             if not (np.isfinite(value) and value > 0):
                 raise AmpflowError(f"mpc: {name} must be a finite number > 0, got {value!r}")
+        for name, value in (
+            ("departure_quantile", departure_quantile),
+            ("early_quantile", early_quantile),
+        ):
+            if not (isinstance(value, int | float) and 0 < value < 1):
+                raise AmpflowError(f"mpc: {name} must be a number in (0, 1), got {value!r}")
         self.arrivals = arrivals
         self.arrival_block_h = arrival_block_h
         self.arrival_weight = arrival_weight

@@ -218,3 +218,10 @@ def test_learning_from_departures_never_peeks_at_the_ones_to_come(tmp_path: Path
 def test_learn_min_sessions_must_be_positive() -> None:
     with pytest.raises(AmpflowError, match="learn_min_sessions"):
         MPC(learn_estimates=True, learn_min_sessions=0)
+
+
+@pytest.mark.parametrize("name", ["departure_quantile", "early_quantile"])
+@pytest.mark.parametrize("value", [0.0, 1.0, 1.5, float("nan"), "0.1"])
+def test_quantiles_must_lie_in_the_open_unit_interval(name: str, value: object) -> None:
+    with pytest.raises(AmpflowError, match=f"{name} must be a number in \\(0, 1\\), got"):
+        MPC(**{name: value})
