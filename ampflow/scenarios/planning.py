@@ -34,6 +34,7 @@ __all__ = ["MPC", "ArrivalPredictor", "Offline", "SessionPredictor"]
 
 FloatArray = NDArray[np.float64]
 IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
 
 
 class SessionPredictor(Protocol):
@@ -767,9 +768,59 @@ class _Follower:
         extra = np.maximum(demand - given, 0.0) * (given > 0)
         if extra.any():
             given = given + allocate(topo, extra, row_upper=envelope - topo.A @ given).p_kw
+        given, discharge = self._hold_export(obs, given, discharge, target)
         self.owed = np.maximum(self.owed + (np.minimum(charge, demand) - given) * self.dt_h, 0.0)
         out: FloatArray = given + discharge
         return out
+
+    def _hold_export(
+        self, obs: Observation, given: FloatArray, discharge: FloatArray, target: FloatArray
+    ) -> tuple[FloatArray, FloatArray]:
+        """Charging and discharging with every row's export bound held.
+
+        The plan discharges a V2G EV into the load of the EVs it charges at the same time; when
+        that load is not given (an EV planned below its connector's minimum, or fuller than
+        planned), the discharge would be exported past the site's export limit. Each site's
+        discharge is then scaled down to what its rows can take, and the charging it made room
+        for is fitted again into the smaller import envelope (which can only lower it); after a
+        few rounds a site still over has its discharge switched off, which always holds.
+        """
+        topo = self.topo
+        lower = np.maximum(obs.row_lower, 0.0)
+
+        def exported() -> BoolArray:
+            flow = topo.A @ (given + discharge)
+            over = np.bincount(
+                topo.row_site, weights=np.maximum(-lower - flow, 0.0), minlength=topo.n_sites
+            )
+            out: BoolArray = over > 1e-9
+            return out
+
+        def refit() -> FloatArray:
+            envelope = obs.row_upper - topo.A @ discharge
+            roots = topo.site_root_row
+            envelope[roots] = np.minimum(envelope[roots], topo.A[roots] @ target + 1e-9)
+            p: FloatArray = allocate(topo, given, row_upper=envelope).p_kw
+            return p
+
+        for _ in range(3):
+            over = exported()
+            if not over.any():
+                return given, discharge
+            push = -(topo.A @ discharge)  # what the discharge exports through each row
+            room = topo.A @ given + lower
+            with np.errstate(divide="ignore", invalid="ignore"):
+                share = np.where(push > 1e-12, np.clip(room / push, 0.0, 1.0), 1.0)
+            keep = np.ones(topo.n_sites)
+            np.minimum.at(keep, topo.row_site, share)
+            keep = np.where(over, keep * (1.0 - 1e-9), 1.0)
+            discharge = discharge * keep[topo.connector_site]
+            given = refit()
+        over = exported()
+        if over.any():
+            discharge = np.where(over[topo.connector_site], 0.0, discharge)
+            given = refit()
+        return given, discharge
 
 
 _SPREAD = (np.sqrt(5.0) - 1.0) / 2.0

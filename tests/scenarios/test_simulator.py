@@ -264,6 +264,40 @@ def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
     return write_scenario(tmp, sessions=pd.DataFrame(rows), tables=tables, extra={"sites": [site]})
 
 
+@pytest.mark.parametrize("policy", ["mpc", "offline"])
+def test_v2g_discharge_is_not_exported_when_the_load_it_fed_is_not_drawn(
+    tmp_path: Path, policy: str
+) -> None:
+    """Found by the invariant test below: the plan discharged the V2G bus at 2 kW into an EV it
+    planned at 2 kW, but that EV's connector cannot go below 6 A x 3 phases (4.1 kW), so the
+    EV got nothing and the 2 kW went to a grid connection that may export nothing."""
+    rows: list[dict[str, object]] = [
+        {"session_id": "s0", "charger_id": "cp-1", "arrival": _at(0), "departure": _at(0.35)},
+        {"session_id": "s1", "charger_id": "cp-1", "arrival": _at(0), "departure": _at(0.35)},
+        {"session_id": "bus", "charger_id": "dc-1", "arrival": _at(0), "departure": _at(1.35)},
+    ]
+    for row, kwh in zip(rows, (0.0, 1.0, 0.0), strict=True):
+        row.update(energy_kwh=kwh, max_kw=2.0)
+    rows[2].update(battery_kwh=80.0, soc_arrival=0.5, v2g="true")
+    site = {
+        "id": "depot",
+        "import_kw": 5.0,
+        "export_kw": 0.0,
+        "voltage_v": 230,
+        "nodes": [{"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}],
+        "chargers": [
+            {"id": "cp-1", "node": "panel", "connectors": 2, "max_kw": 22, "phases": 3},
+            {"id": "dc-1", "node": "depot", "max_kw": 50, "kind": "DC", "bidirectional": True},
+        ],
+    }
+    sc = load_scenario(
+        write_scenario(tmp_path, sessions=pd.DataFrame(rows), extra={"sites": [site]})
+    )
+    m = metrics(simulate(sc, make_policy(policy)))
+    assert m["issued_over_limit_kwh"] == 0.0
+    assert m["over_limit_kwh"] == 0.0
+
+
 @pytest.mark.parametrize("policy", CONTROLLED)
 @settings(
     max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
