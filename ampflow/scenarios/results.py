@@ -154,7 +154,8 @@ def _compute(ds: xr.Dataset) -> dict[str, float]:
     sess_site = np.array([site_of[s] for s in ds["session_site"].to_numpy()], dtype=np.int64)
     v2g_revenue = float((v2g * exp_price[:, sess_site]).sum() * dt_h) if power.size else 0.0
     asked = requested > 0
-    share = np.clip(delivered[asked] / requested[asked], 0.0, 1.0)
+    # Clipped before dividing: a tiny request over-delivered by rounding would overflow.
+    share = np.clip(delivered[asked], 0.0, requested[asked]) / requested[asked]
     ms = ds["decision_ms"].to_numpy()
     total_req = float(requested.sum())
     return {

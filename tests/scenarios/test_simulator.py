@@ -264,37 +264,83 @@ def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
     return write_scenario(tmp, sessions=pd.DataFrame(rows), tables=tables, extra={"sites": [site]})
 
 
+_NO_EXPORT_SITE = {
+    "id": "depot",
+    "import_kw": 5.0,
+    "export_kw": 0.0,
+    "voltage_v": 230,
+    "nodes": [{"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}],
+    "chargers": [
+        {"id": "cp-1", "node": "panel", "connectors": 2, "max_kw": 22, "phases": 3},
+        {"id": "cp-2", "node": "panel", "max_kw": 7.4, "phases": 1, "phase": "L2"},
+        {"id": "dc-1", "node": "depot", "max_kw": 50, "kind": "DC", "bidirectional": True},
+    ],
+}
+
+
+def _bus_and_cars(tmp: Path, kwh: dict[str, float], **tables: pd.DataFrame) -> Path:
+    """Cars of 2 kW on the 22 kW connectors (whose minimum is 6 A x 3 phases = 4.1 kW), a V2G
+    bus, and a grid connection of 5 kW that may export nothing (from hypothesis' findings)."""
+    rows: list[dict[str, object]] = []
+    for sid, charger, hours in (("s0", "cp-1", 0.35), ("s1", "cp-1", 0.35), ("s2", "cp-2", 0.35)):
+        if sid in kwh:
+            rows.append(
+                {
+                    "session_id": sid,
+                    "charger_id": charger,
+                    "arrival": _at(0),
+                    "departure": _at(hours),
+                    "energy_kwh": kwh[sid],
+                    "max_kw": 2.0,
+                }
+            )
+    rows.append(
+        {
+            "session_id": "bus",
+            "charger_id": "dc-1",
+            "arrival": _at(0),
+            "departure": _at(1.35),
+            "energy_kwh": kwh["bus"],
+            "max_kw": 2.0,
+            "battery_kwh": 80.0,
+            "soc_arrival": 0.5,
+            "v2g": "true",
+        }
+    )
+    return write_scenario(
+        tmp, sessions=pd.DataFrame(rows), extra={"sites": [_NO_EXPORT_SITE]}, tables=tables
+    )
+
+
 @pytest.mark.parametrize("policy", ["mpc", "offline"])
 def test_v2g_discharge_is_not_exported_when_the_load_it_fed_is_not_drawn(
     tmp_path: Path, policy: str
 ) -> None:
-    """Found by the invariant test below: the plan discharged the V2G bus at 2 kW into an EV it
-    planned at 2 kW, but that EV's connector cannot go below 6 A x 3 phases (4.1 kW), so the
-    EV got nothing and the 2 kW went to a grid connection that may export nothing."""
-    rows: list[dict[str, object]] = [
-        {"session_id": "s0", "charger_id": "cp-1", "arrival": _at(0), "departure": _at(0.35)},
-        {"session_id": "s1", "charger_id": "cp-1", "arrival": _at(0), "departure": _at(0.35)},
-        {"session_id": "bus", "charger_id": "dc-1", "arrival": _at(0), "departure": _at(1.35)},
-    ]
-    for row, kwh in zip(rows, (0.0, 1.0, 0.0), strict=True):
-        row.update(energy_kwh=kwh, max_kw=2.0)
-    rows[2].update(battery_kwh=80.0, soc_arrival=0.5, v2g="true")
-    site = {
-        "id": "depot",
-        "import_kw": 5.0,
-        "export_kw": 0.0,
-        "voltage_v": 230,
-        "nodes": [{"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}],
-        "chargers": [
-            {"id": "cp-1", "node": "panel", "connectors": 2, "max_kw": 22, "phases": 3},
-            {"id": "dc-1", "node": "depot", "max_kw": 50, "kind": "DC", "bidirectional": True},
-        ],
-    }
-    sc = load_scenario(
-        write_scenario(tmp_path, sessions=pd.DataFrame(rows), extra={"sites": [site]})
-    )
+    """The plan discharged the bus at 2 kW into a car it planned at 2 kW, below its
+    connector's minimum: the car got nothing and the 2 kW went to a connection that may
+    export nothing."""
+    sc = load_scenario(_bus_and_cars(tmp_path, {"s0": 0.0, "s1": 1.0, "bus": 0.0}))
     m = metrics(simulate(sc, make_policy(policy)))
     assert m["issued_over_limit_kwh"] == 0.0
+    assert m["over_limit_kwh"] == 0.0
+
+
+def test_metrics_of_a_vanishing_request(tmp_path: Path) -> None:
+    """A bus asking for 2.2e-313 kWh that leaves with 0.25 kWh less than it came with (it fed a
+    car at 23:00 and could not recharge at 00:00, when a base load the plan did not foresee
+    took the connection): its share served is 0, not an overflow of -0.25 / 2.2e-313."""
+    times = pd.date_range(T0, periods=7, freq="h")
+    base = pd.DataFrame(
+        {"time": [t.isoformat() for t in times], "kw": [0.0, 4.0, 0.0, 0.0, 0.0, 0.0, 0.0]}
+    )
+    kwh = {"s0": 0.0, "s1": 0.0, "s2": 1.0, "bus": 2.2250738585e-313}
+    sc = load_scenario(_bus_and_cars(tmp_path, kwh, base_load=base))
+    ds = simulate(sc, make_policy("mpc"))
+    delivered = dict(zip(ds.session.values, ds.energy_delivered_kwh.values, strict=True))
+    assert delivered["s2"] == pytest.approx(0.5)
+    assert delivered["bus"] == pytest.approx(-0.25)
+    m = metrics(ds)
+    assert m["jain_fairness"] == pytest.approx(0.5)  # shares 0.5 and 0
     assert m["over_limit_kwh"] == 0.0
 
 
