@@ -16,7 +16,7 @@ from ampflow.scenarios import load_scenario
 from ampflow.scenarios.policies import POLICIES, make_policy
 from ampflow.scenarios.results import metrics, read_result, write_result
 from ampflow.scenarios.simulator import Observation, PolicyContext, simulate
-from tests.scenarios.conftest import START, write_scenario
+from tests.scenarios.conftest import SITE, START, write_scenario
 
 CONTROLLED = [p for p in POLICIES if p != "uncontrolled"]
 T0 = pd.Timestamp(START)
@@ -209,6 +209,12 @@ def test_an_estimate_off_the_step_grid_is_believed_to_its_last_full_step(tmp_pat
     assert delivered == pytest.approx(7.4 * 4, abs=1e-6)
 
 
+def _site(import_kw: float, export_kw: float) -> dict[str, object]:
+    """The test site with these grid limits and a 32/40/32 A panel."""
+    panel = {"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}
+    return {**SITE, "import_kw": import_kw, "export_kw": export_kw, "nodes": [panel]}
+
+
 def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
     n = data.draw(st.integers(1, 4), label="sessions")
     chargers = ["cp-1", "cp-1", "cp-2", "dc-1"][:n]
@@ -230,18 +236,7 @@ def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
             row["energy_kwh"] = min(float(row["energy_kwh"]), 80 * (1 - soc))  # type: ignore[call-overload]
         rows.append(row)
     import_kw = data.draw(st.floats(5, 60), label="import_kw")
-    site = {
-        "id": "depot",
-        "import_kw": import_kw,
-        "export_kw": data.draw(st.floats(0, 30), label="export_kw"),
-        "voltage_v": 230,
-        "nodes": [{"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}],
-        "chargers": [
-            {"id": "cp-1", "node": "panel", "connectors": 2, "max_kw": 22, "phases": 3},
-            {"id": "cp-2", "node": "panel", "max_kw": 7.4, "phases": 1, "phase": "L2"},
-            {"id": "dc-1", "node": "depot", "max_kw": 50, "kind": "DC", "bidirectional": True},
-        ],
-    }
+    site = _site(import_kw, data.draw(st.floats(0, 30), label="export_kw"))
     tables = {}
     if data.draw(st.booleans(), label="dr"):
         s = data.draw(st.integers(0, 20), label="dr_start") * 0.25
@@ -262,20 +257,6 @@ def _random_scenario(tmp: Path, data: st.DataObject) -> Path:
             }
         )
     return write_scenario(tmp, sessions=pd.DataFrame(rows), tables=tables, extra={"sites": [site]})
-
-
-_NO_EXPORT_SITE = {
-    "id": "depot",
-    "import_kw": 5.0,
-    "export_kw": 0.0,
-    "voltage_v": 230,
-    "nodes": [{"id": "panel", "parent": "depot", "phase_a": [32, 40, 32]}],
-    "chargers": [
-        {"id": "cp-1", "node": "panel", "connectors": 2, "max_kw": 22, "phases": 3},
-        {"id": "cp-2", "node": "panel", "max_kw": 7.4, "phases": 1, "phase": "L2"},
-        {"id": "dc-1", "node": "depot", "max_kw": 50, "kind": "DC", "bidirectional": True},
-    ],
-}
 
 
 def _bus_and_cars(tmp: Path, kwh: dict[str, float], **tables: pd.DataFrame) -> Path:
@@ -308,7 +289,7 @@ def _bus_and_cars(tmp: Path, kwh: dict[str, float], **tables: pd.DataFrame) -> P
         }
     )
     return write_scenario(
-        tmp, sessions=pd.DataFrame(rows), extra={"sites": [_NO_EXPORT_SITE]}, tables=tables
+        tmp, sessions=pd.DataFrame(rows), extra={"sites": [_site(5.0, 0.0)]}, tables=tables
     )
 
 
