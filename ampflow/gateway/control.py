@@ -416,7 +416,7 @@ class ControlLoop:
         planned, unplanned = self._planned_now(snap, ses)
         row_upper = bounds.ub[:, 0]
         if planned is not None:
-            # A site whose limit is higher now than the plan had it (a cap cancelled or lowered
+            # A site whose limit is higher now than the plan had it (a cap cancelled or raised
             # since the plan's snapshot) is not held to the plan's load: it is allocated as if
             # unforeseen until the next plan, which the change has asked for already.
             stale = self._raised_since_plan(snap, row_upper[topo.site_root_row])
