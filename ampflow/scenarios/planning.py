@@ -600,11 +600,29 @@ class MPC(_Base):
 
 
 def _dwell_quantiles(pred: pd.DataFrame) -> tuple[FloatArray, FloatArray]:
-    """The levels and the values [h] of a forecast's ``dwell_h_qNN`` columns, values sorted."""
-    cols = sorted(c for c in pred.columns if c.startswith("dwell_h_q") and c[9:].isdigit())
-    if not cols:
+    """The levels and the values [h] of a forecast's ``dwell_h_qNN`` columns (``q5``, ``q10``,
+    ``q97.5``: percent), both in increasing order.
+
+    Examples
+    --------
+    >>> pred = pd.DataFrame({"dwell_h_q10": [2.0], "dwell_h_q5": [1.0], "dwell_h_q97.5": [9.0]})
+    >>> levels, values = _dwell_quantiles(pred)
+    >>> levels.tolist(), values.tolist()
+    ([0.05, 0.1, 0.975], [[1.0, 2.0, 9.0]])
+    """
+    found = {}
+    for c in pred.columns:
+        if isinstance(c, str) and c.startswith("dwell_h_q"):
+            try:
+                level = float(c[9:]) / 100
+            except ValueError:
+                continue
+            if 0 < level < 1:
+                found[level] = c
+    if not found:
         raise AmpflowError(f"forecaster: no dwell_h_qNN column; it predicts {list(pred.columns)}")
-    levels = np.array([int(c[9:]) / 100 for c in cols])
+    levels = np.array(sorted(found))
+    cols = [found[level] for level in levels]
     values = np.sort(np.maximum(pred[cols].to_numpy(dtype=np.float64), 0.0), axis=1)
     return levels, np.nan_to_num(values, nan=0.0)
 
@@ -636,7 +654,7 @@ def dwell_given(
         # One quantile is no distribution: it is the plan, whatever the stay.
         if not np.isclose(q, levels[0]):
             raise AmpflowError(
-                f"forecaster: no column 'dwell_h_q{round(q * 100):02d}' for quantile {q}; "
+                f"forecaster: no column 'dwell_h_q{round(100 * q, 6):g}' for quantile {q}; "
                 f"it predicts only the {levels[0]:g} quantile"
             )
         return grid[:, 0].copy()

@@ -129,6 +129,34 @@ def test_mpc_plans_a_long_stay_on_the_quantiles_given_it_is_still_there(
         assert at_3h[0] == 2 * steps_per_h  # the plug-in median, already past
 
 
+class _WithFivePercent:
+    """Forecasts a 0.5 / 1 / 2 / 4 h dwell (5 / 10 / 50 / 90 %), labelled as
+    :class:`~ampflow.forecasting.SessionForecaster` labels them (``q5`` sorts after ``q10``
+    as text)."""
+
+    def predict_sessions(self, X: pd.DataFrame) -> pd.DataFrame:
+        return pd.DataFrame(
+            {"dwell_h_q10": 1.0, "dwell_h_q5": 0.5, "dwell_h_q50": 2.0, "dwell_h_q90": 4.0},
+            index=X.index,
+        )
+
+
+def test_mpc_reads_a_five_percent_quantile_in_its_place(tmp_path: Path) -> None:
+    """With ``early_quantile=0.05`` the soft early target at plug-in is the forecast's 5 %
+    dwell (30 min). Read in the columns' text order, the levels were 10, 5, 50, 90 % against
+    sorted values, and the early target came out elsewhere."""
+    sc = load_scenario(_one_long_stay(tmp_path))
+    policy = _Recording(
+        forecaster=_WithFivePercent(), early_quantile=0.05, early_penalty_per_kwh=2.0
+    )
+    simulate(sc, policy)
+    t0, plans = policy.seen[0]
+    assert t0 == 0
+    steps_per_h = 3600 // sc.dt_s
+    assert plans[0] == (2 * steps_per_h, steps_per_h // 2)  # median 2 h, 5 % at 30 min
+    assert policy.grid_q.tolist() == [0.05, 0.1, 0.5, 0.9]
+
+
 def test_mpc_amortizes_the_demand_charge_while_v2g_evs_are_plugged_in() -> None:
     sc = load_scenario(bundled_scenario("v2g-depot"))
     auto = metrics(simulate(sc, make_policy("mpc")))
