@@ -803,6 +803,8 @@ class _Follower:
         for is fitted again into the smaller import envelope (which can only lower it); after a
         few rounds a site still over has its discharge switched off, which always holds.
         """
+        if not (discharge < 0).any():  # nothing discharges: nothing to export
+            return given, discharge
         topo = self.topo
         lower = np.maximum(obs.row_lower, 0.0)
 
