@@ -132,7 +132,8 @@ def run_scenario(
         # The same targets for mpc as an analyst runs it with history (replay --history).
         rows["targets_with_forecasts"] = _targets(rows["mpc-arrivals"], rows["llf"])
         if frontier:
-            rows["frontier"] = _frontier(sc, history, quantile, frontier, off)
+            fitted = {float(forecasts["early_quantile"]): forecasts}
+            rows["frontier"] = _frontier(sc, history, quantile, fitted, frontier, off)
     return rows
 
 
@@ -140,16 +141,17 @@ def _frontier(
     sc: Scenario,
     history: pd.DataFrame,
     quantile: float,
+    fitted: dict[float, dict[str, Any]],
     targets: tuple[tuple[float, float], ...],
     off: dict[str, Any],
 ) -> dict[str, Any]:
-    """``mpc-arrivals`` with each (early quantile, penalty): energy and cost vs ``offline``."""
+    """``mpc-arrivals`` with each (early quantile, penalty): energy and cost vs ``offline``.
+    ``fitted`` holds the forecasts already fitted per early quantile; others are fitted here."""
     points = []
-    forecasts: dict[float, dict[str, Any]] = {}
     for q, penalty in targets:
-        if q not in forecasts:
-            forecasts[q] = mpc_forecasts(sc, history, early_quantile=q)
-        params = {**forecasts[q], "departure_quantile": quantile, "early_penalty_per_kwh": penalty}
+        if q not in fitted:
+            fitted[q] = mpc_forecasts(sc, history, early_quantile=q)
+        params = {**fitted[q], "departure_quantile": quantile, "early_penalty_per_kwh": penalty}
         m = metrics(simulate(sc, make_policy("mpc", **params)))
         points.append(
             {
